@@ -1,0 +1,95 @@
+"""Spark session builder: Delta Lake enabled, with the Kafka and Avro connectors, fully offline.
+
+The connector jars are fetched once from Maven Central into the cache by ``infra/stack.py install``
+(``make install``) and passed to Spark as ``spark.jars``, so building a session needs no network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alertlake.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+SPARK_VERSION = "4.2.0"
+
+
+def spark_jars_dir(settings: Settings) -> Path:
+    """Folder of the Delta, Kafka and Avro connector jars matching the installed pyspark."""
+    return settings.cache_dir / f"spark-{SPARK_VERSION}-jars"
+
+
+def connector_jars(settings: Settings) -> list[Path]:
+    """The connector jars, or a clear error telling how to fetch them."""
+    folder = spark_jars_dir(settings)
+    jars = sorted(folder.glob("*.jar"))
+    if not (folder / ".complete").exists() or not jars:
+        raise RuntimeError(
+            f"Spark connector jars are missing in {folder}; run `make install` once (needs Maven Central)"
+        )
+    return jars
+
+
+def build_spark(settings: Settings, app_name: str = "alertlake", conf: dict[str, str] | None = None) -> SparkSession:
+    """A Spark session on ``settings.spark_master`` with Delta, Kafka and Avro support.
+
+    ``conf`` adds or overrides Spark properties (for example a job's own shuffle partitions).
+    """
+    import pyspark
+    from pyspark.sql import SparkSession
+
+    # py4j logs every closed connection at INFO; under Airflow's root logger that floods task logs.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+    if pyspark.__version__ != SPARK_VERSION:
+        raise RuntimeError(f"pyspark {pyspark.__version__} found, AlertLake's jars are for {SPARK_VERSION}")
+    # Executors must run this interpreter, which has AlertLake and its dependencies.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.jars", ",".join(str(j) for j in connector_jars(settings)))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Delta tables written here must stay readable by Trino 476 and delta-rs.
+        .config("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
+    )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def kafka_options(settings: Settings) -> dict[str, str]:
+    """Options of Spark's Kafka source/sink (Java client names) equivalent to ``settings.kafka_config()``."""
+    opts = {
+        "kafka.bootstrap.servers": settings.kafka_bootstrap_servers,
+        "kafka.security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        opts["kafka.sasl.mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_username and settings.kafka_password:
+        module = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule"
+            if settings.kafka_sasl_mechanism and settings.kafka_sasl_mechanism.startswith("SCRAM")
+            else "org.apache.kafka.common.security.plain.PlainLoginModule"
+        )
+        password = settings.kafka_password.get_secret_value().replace('"', '\\"')
+        opts["kafka.sasl.jaas.config"] = (
+            f'{module} required username="{settings.kafka_username}" password="{password}";'
+        )
+    return opts

@@ -1,0 +1,86 @@
+"""Trino access: DB-API connections and registration of the lake's Delta tables in catalog ``lake``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trino
+from trino.auth import BasicAuthentication
+
+from alertlake.lake import LAYERS, split_name, table_uri
+from alertlake.settings import Settings
+
+
+def connect(settings: Settings, user: str | None = None, password: str | None = None, schema: str | None = None) -> Any:
+    """A ``trino.dbapi`` connection to the catalog ``lake`` as ``user`` (default: the settings' user)."""
+    from urllib.parse import urlparse
+
+    url = urlparse(settings.trino_url)
+    secret = password or (settings.trino_password.get_secret_value() if settings.trino_password else None)
+    return trino.dbapi.connect(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or (443 if url.scheme == "https" else 80),
+        http_scheme=url.scheme or "http",
+        user=user or settings.trino_user,
+        auth=BasicAuthentication(user or settings.trino_user, secret) if secret else None,
+        catalog=settings.trino_catalog,
+        schema=schema,
+    )
+
+
+def query(settings: Settings, sql: str, params: Any = None, **connect_args: Any) -> list[tuple[Any, ...]]:
+    """Run one statement and return all its rows."""
+    conn = connect(settings, **connect_args)
+    try:
+        cur = conn.cursor()
+        cur.execute(sql, params)
+        return [tuple(row) for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _trino_location(settings: Settings, uri: str) -> str:
+    # Trino's native local file system is mounted as local:// at / (see the catalog file in infra/stack.py).
+    if uri.startswith("file://"):
+        return "local://" + uri.removeprefix("file://")
+    return uri.replace("s3a://", "s3://", 1)
+
+
+def register_table(settings: Settings, name: str) -> bool:
+    """Make the Delta table ``layer.table`` queryable as ``lake.layer.table``; False if it already was."""
+    layer, table = split_name(name)
+    catalog = settings.trino_catalog
+    query(settings, f"CREATE SCHEMA IF NOT EXISTS {catalog}.{layer}")
+    existing = {row[0] for row in query(settings, f"SHOW TABLES FROM {catalog}.{layer}")}
+    if table in existing:
+        return False
+    location = _trino_location(settings, table_uri(settings, name))
+    # CALL takes no prepared-statement parameters; layer and table were validated by split_name.
+    query(
+        settings,
+        f"CALL {catalog}.system.register_table(schema_name => '{layer}', table_name => '{table}', "
+        f"table_location => {sql_string(location)})",
+    )
+    return True
+
+
+def local_tables(settings: Settings) -> list[str]:
+    """Every Delta table (``layer.table``) found under a local lake root."""
+    root = settings.lake_path
+    found = []
+    for layer in LAYERS:
+        for log_dir in sorted((root / layer).glob("*/_delta_log")):
+            if any(log_dir.glob("*.json")):
+                found.append(f"{layer}.{Path(log_dir).parent.name}")
+    return found
+
+
+def sync_tables(settings: Settings) -> list[str]:
+    """Register every lake table Trino does not know yet; returns the newly registered names."""
+    return [name for name in local_tables(settings) if register_table(settings, name)]
