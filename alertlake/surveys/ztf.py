@@ -1,0 +1,535 @@
+"""ZTF alerts as ZTF publishes them on Kafka: every message is an Avro object container holding its schema.
+
+Versions 1.5 and 1.8 (early 2018) have no ``schemavsn`` field: their version is the writer schema's
+``version`` key. Later versions carry both; the record's ``schemavsn`` wins when they disagree.
+
+Decoding is the hot path of ingestion, so the container is parsed here rather than by ``fastavro.reader``:
+the header is read by hand, the writer schema is parsed and checked once per distinct schema text, and each
+block body goes straight to ``fastavro.schemaless_reader``. The schemas used to *encode* are the versioned
+data files in ``schemas/ztf/<version>/alert.avsc`` (writer schemas of real alerts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import fastavro
+from fastavro.schema import SchemaParseException
+
+from alertlake.surveys import DecodedAlert, Survey, copied_id
+from alertlake.surveys.canonical import (
+    CanonicalRow,
+    flux_to_mag,
+    mag_to_flux,
+    observing_night,
+    utc_jd_to_tai_mjd,
+)
+from alertlake.surveys.errors import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    BadMessage,
+    CorruptAvro,
+    MessageContext,
+    MissingField,
+    NotAvro,
+    TruncatedAvro,
+    UnknownSchemaVersion,
+    WrongSchema,
+    check_size,
+)
+
+MAGIC = b"Obj\x01"
+SCHEMA_DIR = Path(__file__).parent / "schemas" / "ztf"
+ALERT_SCHEMA_NAME = "ztf.alert"
+
+_BANDS = {1: "g", 2: "r", 3: "i"}
+_POSITIVE = frozenset({"t", "1"})
+
+#: Writer-schema paths the canonical mapping reads without a fallback.
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "objectId",
+    "candid",
+    "candidate.jd",
+    "candidate.fid",
+    "candidate.ra",
+    "candidate.dec",
+    "candidate.magpsf",
+    "candidate.sigmapsf",
+    "candidate.isdiffpos",
+)
+
+# Decoding errors fastavro raises on bytes that do not follow the schema.
+_DECODE_ERRORS = (
+    EOFError,
+    ValueError,
+    IndexError,
+    KeyError,
+    struct.error,
+    UnicodeDecodeError,
+    OverflowError,
+    MemoryError,
+    TypeError,
+)
+
+
+def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    """Read one zig-zag varint at ``pos``; return (value, next position). IndexError past the end."""
+    byte = buf[pos]
+    pos += 1
+    value = byte & 0x7F
+    shift = 7
+    while byte & 0x80:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if shift > 70:
+            raise ValueError("varint longer than 10 bytes")
+    return (value >> 1) ^ -(value & 1), pos
+
+
+def _long_bytes(value: int) -> bytes:
+    """Encode ``value`` as an Avro zig-zag varint."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _fullname(schema: dict[str, Any]) -> str:
+    name = str(schema.get("name", ""))
+    namespace = schema.get("namespace")
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _field_paths(schema: Any, prefix: str = "") -> set[str]:
+    """Every dotted field path of the records nested in ``schema`` (through unions, not arrays)."""
+    paths: set[str] = set()
+    if isinstance(schema, list):
+        for branch in schema:
+            paths |= _field_paths(branch, prefix)
+    elif isinstance(schema, dict) and schema.get("type") == "record":
+        for field in schema["fields"]:
+            path = f"{prefix}{field['name']}"
+            paths.add(path)
+            paths |= _field_paths(field["type"], path + ".")
+    return paths
+
+
+@dataclass
+class _WriterSchema:
+    """A writer schema seen in a message header, parsed and checked once."""
+
+    raw: bytes
+    parsed: Any = None
+    version: str | None = None
+    problem: BadMessage | None = None
+
+
+@cache
+def _load_schema(version: str) -> dict[str, Any]:
+    path = SCHEMA_DIR / version / "alert.avsc"
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
+
+
+class ZtfSurvey(Survey):
+    """The Zwicky Transient Facility's public alert stream."""
+
+    name: ClassVar[str] = "ztf"
+    default_topic: ClassVar[str] = "ztf"
+    observatory_longitude_deg: ClassVar[float] = -116.8650  # Palomar
+    cutout_fields: ClassVar[tuple[str, ...]] = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+    alert_id_field: ClassVar[str] = "candid"
+
+    def __init__(self) -> None:
+        # Keyed by schema length, then compared byte for byte: hashing a 40 KB schema per message would cost
+        # more than comparing it to the one or two schemas of that length seen so far.
+        self._writer_schemas: dict[int, list[_WriterSchema]] = {}
+        self._encoders: dict[str, tuple[Any, bytes, bytes]] = {}
+
+    @property
+    def schema_versions(self) -> tuple[str, ...]:
+        """Every version with a schema file under ``schemas/ztf/``, oldest first."""
+        return _known_versions()
+
+    def avro_schema(self, version: str) -> dict[str, Any]:
+        """Return the alert schema of ``version`` as shipped in ``schemas/ztf/<version>/alert.avsc``."""
+        if version not in self.schema_versions:
+            raise UnknownSchemaVersion(version, list(self.schema_versions), survey=self.name)
+        return _load_schema(version)
+
+    # --- decoding -------------------------------------------------------------------------------------
+
+    def _writer_schema(self, raw: bytes) -> _WriterSchema:
+        bucket = self._writer_schemas.setdefault(len(raw), [])
+        for entry in bucket:
+            if entry.raw == raw:
+                return entry
+        entry = self._check_writer_schema(raw)
+        bucket.append(entry)
+        return entry
+
+    def _check_writer_schema(self, raw: bytes) -> _WriterSchema:
+        entry = _WriterSchema(raw=raw)
+        try:
+            schema = json.loads(raw)
+        except ValueError as exc:
+            entry.problem = CorruptAvro(f"the container's writer schema is not valid JSON ({exc})")
+            return entry
+        if not isinstance(schema, dict) or _fullname(schema) != ALERT_SCHEMA_NAME:
+            found = _fullname(schema) if isinstance(schema, dict) else type(schema).__name__
+            entry.problem = WrongSchema(f"the container holds {found!r} records, not {ALERT_SCHEMA_NAME!r}")
+            return entry
+        version = schema.get("version")
+        entry.version = str(version) if version is not None else None
+        if entry.version is not None and entry.version not in self.schema_versions:
+            entry.problem = UnknownSchemaVersion(entry.version, list(self.schema_versions))
+            return entry
+        paths = _field_paths(schema)
+        for required in REQUIRED_FIELDS:
+            if required not in paths:
+                entry.problem = MissingField(
+                    required, f"is absent from the writer schema (version {entry.version or 'not stated'})"
+                )
+                return entry
+        try:
+            entry.parsed = fastavro.parse_schema(schema, named_schemas={})
+        except (SchemaParseException, ValueError, KeyError, TypeError) as exc:
+            entry.problem = CorruptAvro(f"the container's writer schema is not a valid Avro schema ({exc})")
+        return entry
+
+    def _header(self, message: bytes, context: MessageContext | None) -> tuple[_WriterSchema, bytes, bytes, int]:
+        """Parse the container header: (writer schema, codec, sync marker, position of the first block)."""
+        if not message.startswith(MAGIC):
+            if MAGIC.startswith(message[:4]):
+                raise TruncatedAvro(
+                    f"only {len(message)} bytes, shorter than an Avro container header",
+                    survey=self.name,
+                    context=context,
+                )
+            raise NotAvro(
+                f"does not start with the Avro container magic {MAGIC!r} (starts with {message[:8]!r})",
+                survey=self.name,
+                context=context,
+            )
+        size = len(message)
+        pos = 4
+        meta: dict[bytes, tuple[int, int]] = {}
+        try:
+            while True:
+                count, pos = _read_long(message, pos)
+                if count == 0:
+                    break
+                if count < 0:  # a negative count is followed by the block's byte size
+                    count = -count
+                    _, pos = _read_long(message, pos)
+                for _ in range(count):
+                    key_len, pos = _read_long(message, pos)
+                    key = message[pos : pos + key_len]
+                    pos += key_len
+                    value_len, pos = _read_long(message, pos)
+                    meta[key] = (pos, pos + value_len)
+                    pos += value_len
+                    if pos > size:
+                        raise IndexError
+        except IndexError:
+            raise TruncatedAvro(
+                f"the container header ends early ({size} bytes)", survey=self.name, context=context
+            ) from None
+        except ValueError as exc:
+            raise CorruptAvro(f"the container header is garbled ({exc})", survey=self.name, context=context) from None
+        if pos + 16 > size:
+            raise TruncatedAvro(
+                f"the container ends inside its header ({size} bytes)", survey=self.name, context=context
+            )
+        if b"avro.schema" not in meta:
+            raise CorruptAvro("the container header has no 'avro.schema' entry", survey=self.name, context=context)
+        start, end = meta[b"avro.schema"]
+        schema = self._writer_schema(message[start:end])
+        if schema.problem is not None:
+            raise schema.problem.with_context(survey=self.name, context=context)
+        codec = message[slice(*meta[b"avro.codec"])] if b"avro.codec" in meta else b"null"
+        return schema, codec, message[pos : pos + 16], pos + 16
+
+    def decode_alerts(
+        self,
+        message: bytes,
+        context: MessageContext | None = None,
+        max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> list[DecodedAlert]:
+        """Decode a ZTF Kafka message (an Avro container) into its alerts, every field kept."""
+        check_size(message, max_bytes, survey=self.name, context=context)
+        schema, codec, sync, pos = self._header(message, context)
+        size = len(message)
+        records: list[dict[str, Any]] = []
+        stream = io.BytesIO(message)
+        block = 0
+        while pos < size:
+            try:
+                count, pos = _read_long(message, pos)
+                block_size, pos = _read_long(message, pos)
+            except (IndexError, ValueError):
+                raise TruncatedAvro(
+                    f"block {block} header runs past the end of the message ({size} bytes)",
+                    survey=self.name,
+                    context=context,
+                ) from None
+            end = pos + block_size
+            if count < 0 or block_size < 0 or end + 16 > size:
+                raise TruncatedAvro(
+                    f"block {block} declares {block_size} bytes at offset {pos}, past the end of the "
+                    f"{size}-byte message",
+                    survey=self.name,
+                    context=context,
+                )
+            if codec == b"null":
+                reader, limit = stream, end
+                stream.seek(pos)
+            elif codec == b"deflate":
+                try:
+                    data = zlib.decompress(message[pos:end], -15)
+                except zlib.error as exc:
+                    raise CorruptAvro(
+                        f"block {block} does not inflate ({exc})", survey=self.name, context=context
+                    ) from None
+                reader, limit = io.BytesIO(data), len(data)
+            else:
+                raise CorruptAvro(
+                    f"unsupported container codec {codec.decode(errors='replace')!r}", survey=self.name, context=context
+                )
+            try:
+                for _ in range(count):
+                    records.append(fastavro.schemaless_reader(reader, schema.parsed, None))  # type: ignore[arg-type]
+            except _DECODE_ERRORS as exc:
+                raise CorruptAvro(
+                    f"block {block} does not decode with its writer schema ({type(exc).__name__}: {exc})",
+                    survey=self.name,
+                    context=context,
+                ) from None
+            if reader.tell() != limit:
+                raise CorruptAvro(
+                    f"block {block} declares {count} record(s) in {block_size} bytes but they end "
+                    f"{reader.tell() - limit:+d} bytes from the block's end",
+                    survey=self.name,
+                    context=context,
+                )
+            if message[end : end + 16] != sync:
+                raise CorruptAvro(
+                    f"the sync marker after block {block} does not match the header's",
+                    survey=self.name,
+                    context=context,
+                )
+            pos = end + 16
+            block += 1
+        return [DecodedAlert(record, self._record_version(record, schema, context)) for record in records]
+
+    def _record_version(self, record: dict[str, Any], schema: _WriterSchema, context: MessageContext | None) -> str:
+        version = record.get("schemavsn") or schema.version
+        if version is None:
+            raise MissingField(
+                "schemavsn", "is absent and the writer schema has no 'version' key", survey=self.name, context=context
+            )
+        if version != schema.version and version not in self.schema_versions:
+            raise UnknownSchemaVersion(version, list(self.schema_versions), survey=self.name, context=context)
+        return str(version)
+
+    def detect_version(self, message: bytes, context: MessageContext | None = None) -> str:
+        """Return the schema version of a ZTF message (from the writer schema, else from the record)."""
+        check_size(message, None, survey=self.name, context=context)
+        schema, _, _, _ = self._header(message, context)
+        if schema.version is not None:
+            return schema.version
+        return self.decode_alerts(message, context, None)[0].schema_version
+
+    # --- encoding -------------------------------------------------------------------------------------
+
+    def _encoder(self, version: str) -> tuple[Any, bytes, bytes]:
+        if version not in self._encoders:
+            if version not in self.schema_versions:
+                raise UnknownSchemaVersion(version, list(self.schema_versions), survey=self.name)
+            schema = _load_schema(version)
+            text = json.dumps(schema, separators=(",", ":")).encode()
+            # A fixed sync marker per version makes encoding deterministic; readers only compare it in-file.
+            sync = hashlib.blake2b(f"alertlake ztf {version}".encode(), digest_size=16).digest()
+            header = b"".join(
+                [
+                    MAGIC,
+                    _long_bytes(2),
+                    _long_bytes(len(b"avro.schema")),
+                    b"avro.schema",
+                    _long_bytes(len(text)),
+                    text,
+                    _long_bytes(len(b"avro.codec")),
+                    b"avro.codec",
+                    _long_bytes(4),
+                    b"null",
+                    _long_bytes(0),
+                    sync,
+                ]
+            )
+            self._encoders[version] = (fastavro.parse_schema(schema, named_schemas={}), header, sync)
+        return self._encoders[version]
+
+    def encode(self, record: dict[str, Any], version: str) -> bytes:  # type: ignore[override]
+        """Encode one alert as a ZTF Kafka message: an Avro container with the schema of ``version``."""
+        parsed, header, sync = self._encoder(version)
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, parsed, record)
+        data = body.getvalue()
+        return b"".join([header, _long_bytes(1), _long_bytes(len(data)), data, sync])
+
+    # --- identity and simulation ----------------------------------------------------------------------
+
+    def alert_id(self, record: Any) -> int:
+        """Return ``candid``."""
+        return int(record["candid"])
+
+    def object_id(self, record: Any) -> str:
+        """Return ``objectId``."""
+        return str(record["objectId"])
+
+    def remap(self, record: Any, copy: int, time_shift_days: float = 0.0) -> dict[str, Any]:
+        """Return ``record`` as copy ``copy`` (new candids, ``objectId_<copy>``) shifted by ``time_shift_days``."""
+        out = dict(record)
+        candidate = dict(record["candidate"])
+        out["candidate"] = candidate
+        if copy:
+            out["candid"] = copied_id(record["candid"], copy)
+            candidate["candid"] = copied_id(candidate["candid"], copy)
+            out["objectId"] = f"{record['objectId']}_{copy}"
+        if time_shift_days:
+            candidate["jd"] += time_shift_days
+            for key in ("jdstarthist", "jdendhist"):
+                if candidate.get(key) is not None:
+                    candidate[key] += time_shift_days
+        if record.get("prv_candidates"):
+            history = []
+            for prv in record["prv_candidates"]:
+                prv = dict(prv)
+                if copy and prv.get("candid") is not None:
+                    prv["candid"] = copied_id(prv["candid"], copy)
+                prv["jd"] += time_shift_days
+                history.append(prv)
+            out["prv_candidates"] = history
+        if record.get("fp_hists"):
+            out["fp_hists"] = [{**fp, "jd": fp["jd"] + time_shift_days} for fp in record["fp_hists"]]
+        return out
+
+    # --- canonical mapping ----------------------------------------------------------------------------
+
+    def to_canonical_row(self, alert: DecodedAlert) -> CanonicalRow:
+        """Map a ZTF alert to the canonical columns (see ``docs/canonical-model.md``)."""
+        record = alert.record
+        c = record["candidate"]
+        is_positive = c["isdiffpos"] in _POSITIVE
+        mag, mag_err = c["magpsf"], c["sigmapsf"]
+        flux, flux_err = mag_to_flux(mag, mag_err)
+        if flux is not None and not is_positive:
+            flux = -flux
+        mjd = utc_jd_to_tai_mjd(c["jd"])
+        drb = c.get("drb")
+        ss_name = c.get("ssnamenr")
+        has_ss = ss_name is not None and ss_name != "null"
+        ss_distance = c.get("ssdistnr") if has_ss else None
+        ss_mag = c.get("ssmagnr") if has_ss else None
+        return {
+            "survey": self.name,
+            "alert_id": record["candid"],
+            "object_id": record["objectId"],
+            "schema_version": alert.schema_version,
+            "ra": c["ra"],
+            "dec": c["dec"],
+            "mjd": mjd,
+            "night": observing_night(mjd, self.observatory_longitude_deg),
+            "band": _BANDS.get(c["fid"], str(c["fid"])),
+            "flux": flux,
+            "flux_err": flux_err,
+            "mag": mag,
+            "mag_err": mag_err,
+            "is_positive": is_positive,
+            "reliability": drb if drb is not None else c.get("rb"),
+            "ss_object_id": ss_name if has_ss else None,
+            "ss_distance_arcsec": ss_distance if ss_distance is not None and ss_distance >= 0 else None,
+            "ss_mag": ss_mag if ss_mag is not None and ss_mag > -90 else None,  # ZTF writes -999 for none
+            "history": _history(record),
+        }
+
+
+def _history(record: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = []
+    for prv in record.get("prv_candidates") or ():
+        mjd = utc_jd_to_tai_mjd(prv["jd"])
+        band = _BANDS.get(prv["fid"], str(prv["fid"]))
+        mag = prv.get("magpsf")
+        if prv.get("candid") is not None and mag is not None:
+            mag_err = prv.get("sigmapsf")
+            flux, flux_err = mag_to_flux(mag, mag_err)
+            if flux is not None and prv.get("isdiffpos") not in _POSITIVE:
+                flux = -flux
+            entries.append(
+                {
+                    "mjd": mjd,
+                    "band": band,
+                    "kind": "detection",
+                    "flux": flux,
+                    "flux_err": flux_err,
+                    "mag": mag,
+                    "mag_err": mag_err,
+                    "limiting_mag": prv.get("diffmaglim"),
+                }
+            )
+        else:
+            entries.append(
+                {
+                    "mjd": mjd,
+                    "band": band,
+                    "kind": "upper_limit",
+                    "flux": None,
+                    "flux_err": None,
+                    "mag": None,
+                    "mag_err": None,
+                    "limiting_mag": prv.get("diffmaglim"),
+                }
+            )
+    for fp in record.get("fp_hists") or ():
+        dn, dn_err, zero_point = fp.get("forcediffimflux"), fp.get("forcediffimfluxunc"), fp.get("magzpsci")
+        if dn is None or zero_point is None or dn <= -99999:  # -99999: ZTF's "no measurement"
+            continue
+        scale = 10.0 ** (-0.4 * (zero_point - 31.4))  # DN -> nJy at this image's AB zero point
+        flux = dn * scale
+        flux_err = dn_err * scale if dn_err is not None and dn_err > 0 else None
+        mag, mag_err = flux_to_mag(flux, flux_err)
+        entries.append(
+            {
+                "mjd": utc_jd_to_tai_mjd(fp["jd"]),
+                "band": _BANDS.get(fp["fid"], str(fp["fid"])),
+                "kind": "forced",
+                "flux": flux,
+                "flux_err": flux_err,
+                "mag": mag,
+                "mag_err": mag_err,
+                "limiting_mag": fp.get("diffmaglim"),
+            }
+        )
+    entries.sort(key=lambda entry: entry["mjd"])
+    return entries
+
+
+@cache
+def _known_versions() -> tuple[str, ...]:
+    versions = [p.parent.name for p in SCHEMA_DIR.glob("*/alert.avsc")]
+    return tuple(sorted(versions, key=lambda v: tuple(int(part) for part in v.split("."))))
+
+
+SURVEY = ZtfSurvey()
