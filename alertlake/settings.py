@@ -42,7 +42,7 @@ class Settings(BaseSettings):
 
     # Spark.
     spark_master: str = "local[2]"
-    spark_driver_memory: str = "2g"
+    spark_driver_memory: str = "3g"
     spark_shuffle_partitions: int = 4
 
     # The lake: a local folder or an object-store URI such as s3a://bucket/alertlake.

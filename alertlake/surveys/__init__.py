@@ -64,6 +64,13 @@ class Survey(ABC):
     def avro_schema(self, version: str) -> dict[str, Any]:
         """Return the Avro schema (JSON form, named types defined at first use) of alert version ``version``."""
 
+    @abstractmethod
+    def schemaless_body(self, message: bytes, version: str) -> bytes:
+        """Return the Avro body of a message that ``avro_schema(version)`` decodes (for decoders in the JVM).
+
+        Call it on a message that decoded as ``version``; raises :class:`BadMessage` if its layout differs.
+        """
+
     def file_to_messages(self, data: bytes) -> list[bytes]:
         """Return the Kafka messages held in one alert file (default: the file is one message, as ZTF's)."""
         return [data]

@@ -111,6 +111,10 @@ class LsstSurvey(Survey):
             raise UnknownSchemaVersion(version, list(self.schema_versions), survey=self.name)
         return alert_schema(version)
 
+    def schemaless_body(self, message: bytes, version: str) -> bytes:
+        """Return the schemaless Avro body after the 5-byte Confluent frame."""
+        return message[HEADER.size :]
+
     def file_to_messages(self, data: bytes) -> list[bytes]:
         """Rubin alert files are Avro containers; each record becomes one wire-format message."""
         return self.container_to_messages(data)

@@ -16,13 +16,13 @@ import io
 import json
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
 import fastavro
-from fastavro.schema import SchemaParseException
+from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 
 from alertlake.surveys import DecodedAlert, Survey, copied_id
 from alertlake.surveys.canonical import (
@@ -134,6 +134,8 @@ class _WriterSchema:
     parsed: Any = None
     version: str | None = None
     problem: BadMessage | None = None
+    # version -> whether this writer schema has the binary layout of our stored schema of that version
+    same_layout: dict[str, bool] = field(default_factory=dict)
 
 
 @cache
@@ -162,6 +164,25 @@ class ZtfSurvey(Survey):
     def schema_versions(self) -> tuple[str, ...]:
         """Every version with a schema file under ``schemas/ztf/``, oldest first."""
         return _known_versions()
+
+    def schemaless_body(self, message: bytes, version: str) -> bytes:
+        """Return the single record's bytes from the container's first block (inflated if deflated)."""
+        schema, codec, _, pos = self._header(message, None)
+        if version not in schema.same_layout:
+            stored = fastavro.parse_schema(self.avro_schema(version), named_schemas={})
+            schema.same_layout[version] = to_parsing_canonical_form(schema.parsed) == to_parsing_canonical_form(stored)
+        if not schema.same_layout[version]:
+            raise UnknownSchemaVersion(
+                f"{version} (a variant whose layout differs from the known {version} schema)",
+                list(self.schema_versions),
+                survey=self.name,
+            )
+        count, pos = _read_long(message, pos)
+        size, pos = _read_long(message, pos)
+        if count != 1:
+            raise CorruptAvro(f"expected one alert per message, found {count}", survey=self.name)
+        body = message[pos : pos + size]
+        return zlib.decompress(body, -15) if codec == b"deflate" else body
 
     def avro_schema(self, version: str) -> dict[str, Any]:
         """Return the alert schema of ``version`` as shipped in ``schemas/ztf/<version>/alert.avsc``."""

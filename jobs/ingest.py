@@ -1,0 +1,558 @@
+"""Kafka -> bronze: every survey alert lands once, and only once, in ``bronze.<survey>_alerts``.
+
+One Spark Structured Streaming query per survey topic. Each micro-batch is
+
+1. *decoded* in Python (``mapInArrow`` over :mod:`alertlake.surveys`): decode, canonical mapping and
+   validation. A message that fails gets its reason code and goes to ``bronze.quarantine``;
+2. given its *native* columns by Spark's own Avro decoder (``from_avro``, per schema version present in the
+   batch) conformed to the union of all the survey's versions, so nothing of the alert is lost;
+3. *written idempotently*: rows are keyed by their Kafka coordinates (topic, partition, offset). A row
+   already in the lake is skipped, a second copy of an alert id already in bronze (or earlier in the batch)
+   goes to quarantine as ``duplicate_alert_id``, and both Delta writes carry ``txnAppId``/``txnVersion`` so a
+   retried batch commits nothing twice. With the checkpoint this gives exactly-once delivery.
+
+The same code runs continuously (``--trigger continuous``, a processing-time trigger) or bounded
+(``--trigger available-now``), and replays a night from Kafka by timestamp (``--replay-night``).
+
+    python -m jobs.ingest --survey ztf [--trigger continuous|available-now] [--interval 2s]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from alertlake.avro_arrow import native_schema
+from alertlake.lake import checkpoint_uri, table_uri
+from alertlake.settings import Settings, get_settings
+from alertlake.surveys import get_survey
+from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
+from alertlake.surveys.errors import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, MessageContext
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+    from pyspark.sql.types import DataType
+
+log = logging.getLogger("alertlake.ingest")
+
+QUARANTINE = "bronze.quarantine"
+COORDS = ("kafka_topic", "kafka_partition", "kafka_offset")  # where a message is in Kafka: its identity
+
+# What the Python decoder hands to Spark for every Kafka message.
+DECODED = pa.schema(
+    [
+        pa.field("kafka_topic", pa.string()),
+        pa.field("kafka_partition", pa.int32()),
+        pa.field("kafka_offset", pa.int64()),
+        pa.field("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        pa.field("raw", pa.binary()),
+        pa.field("reason", pa.string()),  # null when the message decoded and validated
+        pa.field("error", pa.string()),
+        pa.field("schema_version", pa.string()),
+        pa.field("body", pa.binary()),
+        pa.field("alert_id", pa.int64()),
+        pa.field("object_id", pa.string()),
+        pa.field("night", pa.string()),
+        pa.field("canonical", pa.struct(list(CANONICAL_SCHEMA))),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("survey", pa.string()),
+        pa.field("kafka_topic", pa.string()),
+        pa.field("kafka_partition", pa.int32()),
+        pa.field("kafka_offset", pa.int64()),
+        pa.field("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        pa.field("reason", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("alert_id", pa.int64()),
+        pa.field("raw", pa.binary()),
+        pa.field("ingest_time", pa.timestamp("us", tz="UTC")),
+        pa.field("ingest_batch", pa.int64()),
+    ]
+)
+
+# Columns the lake adds beside the survey's own fields in bronze.
+BRONZE_EXTRA = pa.schema(
+    [
+        pa.field("alert_id", pa.int64()),
+        pa.field("object_id", pa.string()),
+        pa.field("schema_version", pa.string()),
+        pa.field("canonical", pa.struct(list(CANONICAL_SCHEMA))),
+        pa.field("kafka_topic", pa.string()),
+        pa.field("kafka_partition", pa.int32()),
+        pa.field("kafka_offset", pa.int64()),
+        pa.field("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        pa.field("ingest_time", pa.timestamp("us", tz="UTC")),
+        pa.field("ingest_batch", pa.int64()),
+        pa.field("night", pa.string()),
+    ]
+)
+
+
+def _coords(row: Any) -> tuple[str, int, int]:
+    return (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"])
+
+
+def bronze_table(survey: str) -> str:
+    """Bronze table name of a survey: ``bronze.<survey>_alerts``."""
+    return f"bronze.{survey}_alerts"
+
+
+def bronze_schema(survey: str) -> pa.Schema:
+    """Bronze columns of ``survey``: its native fields (all versions) then the lake's own columns."""
+    native = native_schema(survey)
+    clash = set(native.names) & set(BRONZE_EXTRA.names)
+    if clash:
+        raise ValueError(f"{survey} native fields {sorted(clash)} clash with bronze's own columns")
+    return pa.schema(list(native) + list(BRONZE_EXTRA))
+
+
+# ------------------------------------------------------------------------------------------- decoding
+def decoder(survey_name: str, max_bytes: int | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: Kafka rows in, one :data:`DECODED` row per message out. Never raises."""
+
+    def decode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        survey = get_survey(survey_name)
+        for batch in batches:
+            out: dict[str, list[Any]] = {name: [] for name in DECODED.names}
+            cols = {name: batch.column(name).to_pylist() for name in ("value", "topic", "partition", "offset")}
+            out["kafka_timestamp"] = batch.column("timestamp").to_pylist()
+            for value, topic, partition, offset in zip(
+                cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True
+            ):
+                out["kafka_topic"].append(topic)
+                out["kafka_partition"].append(partition)
+                out["kafka_offset"].append(offset)
+                out["raw"].append(value)
+                context = MessageContext(topic=topic, partition=partition, offset=offset)
+                fields = _decode_one(survey, value or b"", context, max_bytes)
+                for key in ("reason", "error", "schema_version", "body", "alert_id", "object_id", "night", "canonical"):
+                    out[key].append(fields.get(key))
+            yield pa.RecordBatch.from_pydict(out, schema=DECODED)
+
+    return decode
+
+
+def _decode_one(survey: Any, value: bytes, context: MessageContext, max_bytes: int | None) -> dict[str, Any]:
+    try:
+        alerts = survey.read(value, context, max_bytes)
+        if len(alerts) != 1:
+            return {"reason": "corrupt_avro", "error": f"{context.describe()}: expected one alert, found {len(alerts)}"}
+        alert, row = alerts[0]
+        body = survey.schemaless_body(value, alert.schema_version)
+    except BadMessage as exc:
+        return {"reason": exc.reason, "error": str(exc.with_context(survey=survey.name, context=context))}
+    except Exception as exc:  # noqa: BLE001 - an unforeseen failure must quarantine the message, not kill the stream
+        return {"reason": "decoder_error", "error": f"{context.describe()}: {type(exc).__name__}: {exc}"}
+    return {
+        "schema_version": alert.schema_version,
+        "body": body,
+        "alert_id": row["alert_id"],
+        "object_id": row["object_id"],
+        "night": row["night"],
+        "canonical": row,
+    }
+
+
+def _same_type(a: DataType, b: DataType) -> bool:
+    return bool(a.simpleString() == b.simpleString())  # equal up to nullability
+
+
+def conform(column: Column, src: DataType, dst: DataType) -> Column:
+    """``column`` (of type ``src``) reshaped to ``dst``: missing struct fields null, numbers widened."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, MapType, StructType
+
+    if _same_type(src, dst):
+        return column.cast(dst)
+    if isinstance(dst, StructType) and isinstance(src, StructType):
+        have = {f.name: f.dataType for f in src.fields}
+        parts = [
+            (
+                conform(column.getField(f.name), have[f.name], f.dataType)
+                if f.name in have
+                else F.lit(None).cast(f.dataType)
+            ).alias(f.name)
+            for f in dst.fields
+        ]
+        return F.when(column.isNull(), F.lit(None).cast(dst)).otherwise(F.struct(*parts))
+    if isinstance(dst, ArrayType) and isinstance(src, ArrayType):
+        return F.transform(column, lambda x: conform(x, src.elementType, dst.elementType))
+    if isinstance(dst, MapType) and isinstance(src, MapType):
+        return F.transform_values(column, lambda _, v: conform(v, src.valueType, dst.valueType))
+    return column.cast(dst)
+
+
+def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataFrame:
+    """``good`` plus a ``native`` struct column: Spark decodes ``body`` with each version's schema and the
+    result is conformed to the union of all versions.
+
+    One projection per version, unioned: each row's body is decoded exactly once, and the conforming
+    projection reads the decoded column instead of repeating the decoder for every field it picks.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.avro.functions import from_avro
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    from alertlake.avro_arrow import arrow_type
+
+    survey = get_survey(survey_name)
+    union = from_arrow_type(pa.struct(list(native_schema(survey_name))))
+    others = [c for c in good.columns if c != "body"]
+    parts = []
+    for version in versions:
+        avro = survey.avro_schema(version)
+        decoded = good.where(F.col("schema_version") == version).select(
+            *others, from_avro(F.col("body"), json.dumps(avro), {"mode": "PERMISSIVE"}).alias("_decoded")
+        )
+        parts.append(
+            decoded.select(
+                *others, conform(F.col("_decoded"), from_arrow_type(arrow_type(avro)), union).alias("native")
+            )
+        )
+    if not parts:
+        return good.select(*others, F.lit(None).cast(union).alias("native"))
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- writing
+def ensure_table(spark: SparkSession, uri: str, schema: pa.Schema, partition: str | None = None) -> None:
+    """Create the Delta table at ``uri`` with ``schema`` unless it exists (so readers see it at once)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    if DeltaTable.isDeltaTable(spark, uri):
+        return
+    writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
+    writer = writer.option("delta.enableDeletionVectors", "false")
+    try:
+        (writer.partitionBy(partition) if partition else writer).save(uri)
+    except Exception:
+        if not DeltaTable.isDeltaTable(spark, uri):  # another job creating it at the same moment is fine
+            raise
+
+
+@dataclass
+class IngestJob:
+    """One survey's ingestion: where it reads, where it writes, and how it says what it did."""
+
+    settings: Settings
+    survey: str
+    app_id: str
+    topic: str
+    max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES
+    until: dt.datetime | None = None  # replay: ignore messages stamped at or after this time
+
+    @property
+    def bronze_uri(self) -> str:
+        return table_uri(self.settings, bronze_table(self.survey))
+
+    @property
+    def quarantine_uri(self) -> str:
+        return table_uri(self.settings, QUARANTINE)
+
+    def prepare(self, spark: SparkSession) -> None:
+        """Create the job's tables if needed and expose them in Trino when it is reachable."""
+        ensure_table(spark, self.bronze_uri, bronze_schema(self.survey), "night")
+        ensure_table(spark, self.quarantine_uri, QUARANTINE_SCHEMA)
+        register_in_trino(self.settings, [bronze_table(self.survey), QUARANTINE])
+
+    def write_batch(self, decoded: DataFrame, batch_id: int) -> None:
+        """Write one micro-batch to bronze and quarantine, exactly once (see module docstring)."""
+        from pyspark.sql import functions as F
+
+        started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
+        spark = decoded.sparkSession
+        if self.until is not None:
+            decoded = decoded.where(F.col("kafka_timestamp") < F.lit(self.until))
+        decoded = decoded.persist()
+        try:
+            # The batch's keys (ids, offsets, versions) are small: classify them on the driver in one pass.
+            keys = decoded.select(
+                *COORDS,
+                "kafka_timestamp",
+                "alert_id",
+                "night",
+                "schema_version",
+                (F.col("reason").isNull()).alias("ok"),
+            ).collect()
+            t_decoded = time.monotonic()
+            plan = self.classify(spark, keys)
+            t_classified = time.monotonic()
+            marks = spark.createDataFrame(
+                [(*c, status, note) for c, (status, note) in plan.items()],
+                "kafka_topic string, kafka_partition int, kafka_offset long, status string, note string",
+            )
+            marks = F.broadcast(marks)
+            versions = sorted({k["schema_version"] for k in keys if k["ok"] and plan[_coords(k)][0] == "new"})
+            good = decoded.join(marks.where("status = 'new'").select(*COORDS), list(COORDS), "left_semi")
+            bronze_rows = (
+                with_native(good, self.survey, versions)
+                .select(
+                    "native",
+                    "alert_id",
+                    "object_id",
+                    "schema_version",
+                    "canonical",
+                    *COORDS,
+                    "kafka_timestamp",
+                    F.current_timestamp().alias("ingest_time"),
+                    F.lit(batch_id).cast("long").alias("ingest_batch"),
+                    "night",
+                )
+                .select("native.*", *BRONZE_EXTRA.names)
+            )
+            quarantine_rows = decoded.join(marks.where("status IN ('bad', 'duplicate')"), list(COORDS)).select(
+                F.lit(self.survey).alias("survey"),
+                *COORDS,
+                "kafka_timestamp",
+                F.when(F.col("status") == "duplicate", F.lit("duplicate_alert_id"))
+                .otherwise(F.col("reason"))
+                .alias("reason"),
+                F.when(F.col("status") == "duplicate", F.col("note")).otherwise(F.col("error")).alias("error"),
+                "alert_id",
+                "raw",
+                F.current_timestamp().alias("ingest_time"),
+                F.lit(batch_id).cast("long").alias("ingest_batch"),
+            )
+            counts = {"new": 0, "bad": 0, "duplicate": 0, "already": 0}
+            for status, _ in plan.values():
+                counts[status] += 1
+            stamps = [k["kafka_timestamp"] for k in keys]
+            # The batch's figures travel in the Delta commit itself (DESCRIBE HISTORY shows them): no extra write.
+            meta = {
+                "job": self.app_id,
+                "batch_id": batch_id,
+                "messages": len(keys),
+                "bronze_rows": counts["new"],
+                "quarantine_rows": counts["bad"] + counts["duplicate"],
+                "already_in_lake": counts["already"],
+                "min_kafka_timestamp": min(stamps).isoformat() if stamps else None,
+                "max_kafka_timestamp": max(stamps).isoformat() if stamps else None,
+                "started_at": started.isoformat(),
+            }
+            self._append(bronze_rows, self.bronze_uri, batch_id, meta)
+            t_bronze = time.monotonic()
+            self._append(quarantine_rows, self.quarantine_uri, batch_id, meta)
+            if keys:
+                log.info(
+                    "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
+                    "(%.1f s: decode %.1f, classify %.1f, bronze %.1f, quarantine %.1f)",
+                    self.app_id,
+                    batch_id,
+                    len(keys),
+                    counts["new"],
+                    meta["quarantine_rows"],
+                    counts["already"],
+                    time.monotonic() - t0,
+                    t_decoded - t0,
+                    t_classified - t_decoded,
+                    t_bronze - t_classified,
+                    time.monotonic() - t_bronze,
+                )
+        finally:
+            decoded.unpersist()
+
+    def classify(self, spark: SparkSession, keys: list[Any]) -> dict[tuple[str, int, int], tuple[str, str]]:
+        """Decide for each message of a batch: ``new`` (to bronze), ``bad`` or ``duplicate`` (to quarantine),
+        or ``already`` in the lake (a retried or replayed batch: written before, skip), with a note."""
+        from pyspark.sql import functions as F
+
+        good = [k for k in keys if k["ok"]]
+        nights = sorted({k["night"] for k in good})
+        ids = sorted({k["alert_id"] for k in good})
+        seen: dict[int, tuple[str, int, int]] = {}
+        if ids:
+            # Alert ids already in bronze (in the batch's nights, so partition pruning keeps this cheap).
+            wanted = F.broadcast(spark.createDataFrame([(i,) for i in ids], "alert_id long"))
+            rows = (
+                spark.read.format("delta")
+                .load(self.bronze_uri)
+                .where(F.col("night").isin(nights))
+                .select("alert_id", *COORDS)
+                .join(wanted, "alert_id", "left_semi")
+                .collect()
+            )
+            seen = {r["alert_id"]: _coords(r) for r in rows}
+        in_quarantine: set[tuple[str, int, int]] = set()
+        bad_keys = [k for k in keys if not k["ok"]] + [k for k in good if k["alert_id"] in seen]
+        if bad_keys or len(ids) < len(good):
+            lo, hi = min(k["kafka_offset"] for k in keys), max(k["kafka_offset"] for k in keys)
+            rows = (
+                spark.read.format("delta")
+                .load(self.quarantine_uri)
+                .where(F.col("kafka_offset").between(lo, hi))
+                .select(*COORDS)
+                .collect()
+            )
+            in_quarantine = {_coords(r) for r in rows}
+        plan: dict[tuple[str, int, int], tuple[str, str]] = {}
+        for k in sorted(keys, key=_coords):
+            where = _coords(k)
+            if where in in_quarantine or seen.get(k["alert_id"]) == where:
+                plan[where] = ("already", "")
+            elif not k["ok"]:
+                plan[where] = ("bad", "")
+            elif k["alert_id"] in seen:
+                first = ":".join(map(str, seen[k["alert_id"]]))
+                plan[where] = (
+                    "duplicate",
+                    f"alert id {k['alert_id']} was already received at {first}; this copy "
+                    f"is at {':'.join(map(str, where))}",
+                )
+            else:
+                seen[k["alert_id"]] = where
+                plan[where] = ("new", "")
+        return plan
+
+    def _append(self, rows: DataFrame, uri: str, batch_id: int, meta: dict[str, Any]) -> None:
+        # txnAppId/txnVersion: Delta skips this write if the same batch of this job was already committed.
+        (
+            rows.write.format("delta")
+            .mode("append")
+            .option("txnAppId", self.app_id)
+            .option("txnVersion", batch_id)
+            .option("userMetadata", json.dumps(meta))
+            .save(uri)
+        )
+
+
+def register_in_trino(settings: Settings, names: list[str]) -> None:
+    """Expose tables in Trino; a Trino that is down only delays this (the platform DAG syncs later)."""
+    from alertlake import trino
+    from alertlake.health import trino_ok
+
+    if not settings.lake_is_local or not trino_ok(settings):
+        log.warning("Trino not reachable at %s: tables will be registered by the platform DAG", settings.trino_url)
+        return
+    for name in names:
+        try:
+            if trino.register_table(settings, name):
+                log.info("registered lake.%s in Trino", name)
+        except Exception as exc:  # noqa: BLE001 - serving lag must not stop ingestion
+            log.warning("could not register %s in Trino: %s", name, exc)
+
+
+# ------------------------------------------------------------------------------------------- running
+def night_window(survey: str, night: str) -> tuple[dt.datetime, dt.datetime]:
+    """UTC start and end of observing night ``night`` at the survey's observatory (local noon to noon)."""
+    longitude = get_survey(survey).observatory_longitude_deg
+    local_noon = dt.datetime.fromisoformat(night).replace(hour=12, tzinfo=dt.UTC)
+    start = local_noon - dt.timedelta(hours=longitude / 15.0)
+    return start, start + dt.timedelta(days=1)
+
+
+def start(
+    spark: SparkSession,
+    settings: Settings,
+    survey: str,
+    trigger: str = "continuous",
+    interval: str = "2 seconds",
+    max_offsets: int = 20000,
+    replay_night: str | None = None,
+) -> StreamingQuery:
+    """Start the ingestion query of ``survey`` and return it (the caller waits or stops it)."""
+    from alertlake.spark import kafka_options
+
+    impl = get_survey(survey)
+    name = f"ingest_{survey}" + (f"_replay_{replay_night.replace('-', '')}" if replay_night else "")
+    job = IngestJob(settings, survey, app_id=name, topic=impl.default_topic)
+    reader = (
+        spark.readStream.format("kafka")
+        .options(**kafka_options(settings))
+        .option("subscribe", job.topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(max_offsets))
+        .option("failOnDataLoss", "true")
+        .option("kafka.max.partition.fetch.bytes", str(16 * 1024 * 1024))
+    )
+    if replay_night:
+        begin, end = night_window(survey, replay_night)
+        reader = reader.option("startingTimestamp", str(int(begin.timestamp() * 1000)))
+        job.until = end
+    job.prepare(spark)
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    decoded = reader.load().mapInArrow(decoder(survey, job.max_bytes), from_arrow_schema(DECODED))
+    writer = (
+        decoded.writeStream.queryName(name)
+        .foreachBatch(job.write_batch)
+        .option("checkpointLocation", checkpoint_uri(settings, name))
+    )
+    writer = (
+        writer.trigger(availableNow=True) if trigger == "available-now" else writer.trigger(processingTime=interval)
+    )
+    return writer.start()
+
+
+def report_progress(query: StreamingQuery) -> None:
+    """Log the query's rates and its consumer lag (messages in Kafka not yet read)."""
+    progress = query.lastProgress
+    if not progress:
+        return
+    lag = 0
+    for source in progress.get("sources", []):
+        latest, end = source.get("latestOffset") or {}, source.get("endOffset") or {}
+        if isinstance(latest, str):
+            latest, end = json.loads(str(latest)), json.loads(str(end or "{}"))
+        for topic, parts in (latest or {}).items():
+            for part, offset in parts.items():
+                lag += max(0, int(offset) - int((end or {}).get(topic, {}).get(part, 0)))
+    log.info(
+        "%s: %.0f msg/s in, %.0f msg/s processed, consumer lag %d messages",
+        query.name,
+        progress.get("inputRowsPerSecond") or 0,
+        progress.get("processedRowsPerSecond") or 0,
+        lag,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (used by the ingestion DAG and ``alertlake replay ingest``)."""
+    parser = argparse.ArgumentParser(description="Kafka -> bronze ingestion of one survey")
+    parser.add_argument("--survey", required=True)
+    parser.add_argument("--trigger", choices=["continuous", "available-now"], default="continuous")
+    parser.add_argument("--interval", default="2 seconds", help="processing-time trigger of continuous mode")
+    parser.add_argument("--max-offsets", type=int, default=20000, help="messages per micro-batch at most")
+    parser.add_argument("--replay-night", help="re-read the night YYYY-MM-DD from Kafka (bounded)")
+    parser.add_argument("--timeout", type=float, default=0, help="continuous: stop after this many seconds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    from alertlake.spark import build_spark
+
+    spark = build_spark(settings, f"alertlake-ingest-{args.survey}")
+    trigger = "available-now" if args.replay_night else args.trigger
+    query = start(spark, settings, args.survey, trigger, args.interval, args.max_offsets, args.replay_night)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    try:
+        while query.isActive:
+            query.awaitTermination(10)
+            report_progress(query)
+            if deadline and time.monotonic() > deadline:
+                query.stop()
+    except KeyboardInterrupt:
+        query.stop()
+    if query.exception():
+        log.error("ingestion of %s failed: %s", args.survey, query.exception())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
