@@ -27,3 +27,9 @@ def table_uri(settings: Settings, name: str) -> str:
 def checkpoint_uri(settings: Settings, job: str) -> str:
     """Where a streaming job keeps its checkpoint (beside the tables, so it moves with the lake)."""
     return f"{settings.lake_uri}/_checkpoints/{job}"
+
+
+def asset_uri(name: str) -> str:
+    """The Airflow Asset URI of lake table ``layer.table`` (DAGs schedule on these to follow data)."""
+    layer, table = split_name(name)
+    return f"alertlake://lake/{layer}/{table}"

@@ -42,6 +42,7 @@ class Summary:
     bytes: int = 0
     seconds: float = 0.0
     bad_by_reason: dict[str, int] = field(default_factory=dict)
+    alert_ids: list[int] = field(default_factory=list)  # filled when asked (keep_ids), for audits and tests
 
     @property
     def rate(self) -> float:
@@ -107,8 +108,8 @@ def messages(
     night: str | None = None,
     bad: bool = False,
     limit: int | None = None,
-) -> Iterator[tuple[bytes, bytes, BadSample | None]]:
-    """Yield ``(key, value, bad_sample)`` for the whole simulated stream.
+) -> Iterator[tuple[bytes, bytes, BadSample | None, int | None]]:
+    """Yield ``(key, value, bad_sample, alert_id)`` for the whole simulated stream.
 
     Loop ``i`` (0-based) replays every source as copy ``i`` when ``remap`` (copy 0 keeps the original ids,
     so the first loop is the sample as it was). Keys are object ids, so one object's alerts stay in order
@@ -126,7 +127,7 @@ def messages(
             else:
                 record = survey.remap(source.alert.record, copy, shift)
                 value = survey.encode(record, source.alert.schema_version)
-            yield survey.object_id(record).encode(), value, None
+            yield survey.object_id(record).encode(), value, None, survey.alert_id(record)
             sent += 1
         if bad:
             good = sources[loop % len(sources)]
@@ -135,7 +136,7 @@ def messages(
                 record = survey.remap(good.alert.record, loop, night_shift_days(good.night, night))
                 base = survey.encode(record, good.alert.schema_version)
             for sample in bad_messages(survey.name, base, seed=loop):
-                yield f"bad-{sample.kind}".encode(), sample.message, sample
+                yield f"bad-{sample.kind}".encode(), sample.message, sample, None
 
 
 def simulate(
@@ -151,6 +152,7 @@ def simulate(
     limit: int | None = None,
     drop_cutouts: bool = False,
     progress: Callable[[int], Any] | None = None,
+    keep_ids: bool = False,
 ) -> Summary:
     """Send the simulated stream to Kafka and return what was sent.
 
@@ -161,7 +163,7 @@ def simulate(
     from alertlake import kafka
 
     survey = get_survey(survey_name)
-    topic = topic or survey.default_topic
+    topic = topic or kafka.survey_topic(settings, survey_name)
     sources = load_sources(survey, [Path(p) for p in paths])
     if drop_cutouts:
         sources = [
@@ -176,7 +178,7 @@ def simulate(
     producer = kafka.producer(settings)
     summary = Summary(topic)
     start = time.monotonic()
-    for i, (key, value, sample) in enumerate(messages(survey, sources, loops, remap, night, bad, limit)):
+    for i, (key, value, sample, alert_id) in enumerate(messages(survey, sources, loops, remap, night, bad, limit)):
         while True:
             try:
                 producer.produce(topic, key=key, value=value)
@@ -187,6 +189,8 @@ def simulate(
         summary.bytes += len(value)
         if sample is None:
             summary.alerts += 1
+            if keep_ids and alert_id is not None:
+                summary.alert_ids.append(alert_id)
         else:
             summary.bad += 1
             summary.bad_by_reason[sample.reason] = summary.bad_by_reason.get(sample.reason, 0) + 1
@@ -201,10 +205,3 @@ def simulate(
     if remaining:
         raise RuntimeError(f"{remaining} messages were not acknowledged by Kafka at {settings.kafka_bootstrap_servers}")
     return summary
-
-
-def planned_count(survey_name: str, paths: Iterable[Path], loops: int, bad: bool, limit: int | None) -> int | None:
-    """How many messages a simulation will send (for a progress bar), or None if unknown without decoding."""
-    if limit is not None:
-        return limit
-    return None

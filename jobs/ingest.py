@@ -26,7 +26,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -257,6 +257,8 @@ class IngestJob:
     topic: str
     max_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES
     until: dt.datetime | None = None  # replay: ignore messages stamped at or after this time
+    _seen: dict[str, dict[int, tuple[str, int, int]]] = field(default_factory=dict)
+    _bad: set[tuple[str, int, int]] | None = None
 
     @property
     def bronze_uri(self) -> str:
@@ -283,14 +285,18 @@ class IngestJob:
         decoded = decoded.persist()
         try:
             # The batch's keys (ids, offsets, versions) are small: classify them on the driver in one pass.
-            keys = decoded.select(
-                *COORDS,
-                "kafka_timestamp",
-                "alert_id",
-                "night",
-                "schema_version",
-                (F.col("reason").isNull()).alias("ok"),
-            ).collect()
+            keys = (
+                decoded.select(
+                    *COORDS,
+                    "kafka_timestamp",
+                    "alert_id",
+                    "night",
+                    "schema_version",
+                    (F.col("reason").isNull()).alias("ok"),
+                )
+                .toArrow()
+                .to_pylist()
+            )
             t_decoded = time.monotonic()
             plan = self.classify(spark, keys)
             t_classified = time.monotonic()
@@ -349,6 +355,7 @@ class IngestJob:
             self._append(bronze_rows, self.bronze_uri, batch_id, meta)
             t_bronze = time.monotonic()
             self._append(quarantine_rows, self.quarantine_uri, batch_id, meta)
+            self._quarantined(spark).update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
             if keys:
                 log.info(
                     "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
@@ -365,46 +372,23 @@ class IngestJob:
                     t_bronze - t_classified,
                     time.monotonic() - t_bronze,
                 )
+        except BaseException:
+            # The in-memory indexes may now be ahead of the tables: rebuild them from the lake next time.
+            self._seen.clear()
+            self._bad = None
+            raise
         finally:
             decoded.unpersist()
 
     def classify(self, spark: SparkSession, keys: list[Any]) -> dict[tuple[str, int, int], tuple[str, str]]:
         """Decide for each message of a batch: ``new`` (to bronze), ``bad`` or ``duplicate`` (to quarantine),
         or ``already`` in the lake (a retried or replayed batch: written before, skip), with a note."""
-        from pyspark.sql import functions as F
-
-        good = [k for k in keys if k["ok"]]
-        nights = sorted({k["night"] for k in good})
-        ids = sorted({k["alert_id"] for k in good})
-        seen: dict[int, tuple[str, int, int]] = {}
-        if ids:
-            # Alert ids already in bronze (in the batch's nights, so partition pruning keeps this cheap).
-            wanted = F.broadcast(spark.createDataFrame([(i,) for i in ids], "alert_id long"))
-            rows = (
-                spark.read.format("delta")
-                .load(self.bronze_uri)
-                .where(F.col("night").isin(nights))
-                .select("alert_id", *COORDS)
-                .join(wanted, "alert_id", "left_semi")
-                .collect()
-            )
-            seen = {r["alert_id"]: _coords(r) for r in rows}
-        in_quarantine: set[tuple[str, int, int]] = set()
-        bad_keys = [k for k in keys if not k["ok"]] + [k for k in good if k["alert_id"] in seen]
-        if bad_keys or len(ids) < len(good):
-            lo, hi = min(k["kafka_offset"] for k in keys), max(k["kafka_offset"] for k in keys)
-            rows = (
-                spark.read.format("delta")
-                .load(self.quarantine_uri)
-                .where(F.col("kafka_offset").between(lo, hi))
-                .select(*COORDS)
-                .collect()
-            )
-            in_quarantine = {_coords(r) for r in rows}
         plan: dict[tuple[str, int, int], tuple[str, str]] = {}
+        quarantined = self._quarantined(spark)
         for k in sorted(keys, key=_coords):
             where = _coords(k)
-            if where in in_quarantine or seen.get(k["alert_id"]) == where:
+            seen = self._night_index(spark, k["night"]) if k["ok"] else {}
+            if where in quarantined or seen.get(k["alert_id"]) == where:
                 plan[where] = ("already", "")
             elif not k["ok"]:
                 plan[where] = ("bad", "")
@@ -419,6 +403,42 @@ class IngestJob:
                 seen[k["alert_id"]] = where
                 plan[where] = ("new", "")
         return plan
+
+    def _night_index(self, spark: SparkSession, night: str) -> dict[int, tuple[str, int, int]]:
+        """Alert id -> Kafka coordinates of every alert of ``night`` in bronze, read once per run.
+
+        Kept current by this job's own writes (one ingestion job per survey writes its bronze table), so a
+        batch needs no read of the table; a restart reads it afresh, which is what makes recovery exact.
+        """
+        from pyspark.sql import functions as F
+
+        if night not in self._seen:
+            rows = (
+                spark.read.format("delta")
+                .load(self.bronze_uri)
+                .where(F.col("night") == night)
+                .select("alert_id", *COORDS)
+                .toArrow()
+                .to_pylist()
+            )
+            self._seen[night] = {r["alert_id"]: _coords(r) for r in rows}
+        return self._seen[night]
+
+    def _quarantined(self, spark: SparkSession) -> set[tuple[str, int, int]]:
+        """Coordinates of this topic's messages already in quarantine, read once per run."""
+        from pyspark.sql import functions as F
+
+        if self._bad is None:
+            rows = (
+                spark.read.format("delta")
+                .load(self.quarantine_uri)
+                .where(F.col("kafka_topic") == self.topic)
+                .select(*COORDS)
+                .toArrow()
+                .to_pylist()
+            )
+            self._bad = {_coords(r) for r in rows}
+        return self._bad
 
     def _append(self, rows: DataFrame, uri: str, batch_id: int, meta: dict[str, Any]) -> None:
         # txnAppId/txnVersion: Delta skips this write if the same batch of this job was already committed.
@@ -467,11 +487,11 @@ def start(
     replay_night: str | None = None,
 ) -> StreamingQuery:
     """Start the ingestion query of ``survey`` and return it (the caller waits or stops it)."""
+    from alertlake.kafka import survey_topic
     from alertlake.spark import kafka_options
 
-    impl = get_survey(survey)
     name = f"ingest_{survey}" + (f"_replay_{replay_night.replace('-', '')}" if replay_night else "")
-    job = IngestJob(settings, survey, app_id=name, topic=impl.default_topic)
+    job = IngestJob(settings, survey, app_id=name, topic=survey_topic(settings, survey))
     reader = (
         spark.readStream.format("kafka")
         .options(**kafka_options(settings))
