@@ -47,8 +47,12 @@ def mlflow_ok(settings: Settings) -> bool:
 
 
 def trino_ok(settings: Settings) -> bool:
-    """True when the Trino coordinator has finished starting."""
-    return http_ok(f"{settings.trino_url}/v1/info", check=lambda body: json.loads(body).get("starting") is False)
+    """True when the Trino coordinator has finished starting.
+
+    Asks ``/v1/info`` (no authentication needed) on the plain-HTTP port kept for health and internal traffic;
+    clients use ``trino_url`` (HTTPS with passwords).
+    """
+    return http_ok(f"{settings.trino_http_url}/v1/info", check=lambda body: json.loads(body).get("starting") is False)
 
 
 def airflow_ok(settings: Settings) -> bool:

@@ -13,6 +13,13 @@ from alertlake.settings import Settings
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
+def survey_topic(settings: Settings, survey: str) -> str:
+    """The Kafka topic a survey's alerts arrive on (the survey's own name, after the settings' prefix)."""
+    from alertlake.surveys import get_survey
+
+    return settings.topic_prefix + get_survey(survey).default_topic
+
+
 def producer(settings: Settings, **overrides: Any) -> Producer:
     """An idempotent producer (no duplicates on retry, order kept per partition) tuned for alert batches."""
     conf: dict[str, Any] = {
@@ -59,3 +66,118 @@ def ensure_topic(settings: Settings, name: str, partitions: int = 2, replication
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"could not create Kafka topic {topic!r}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------- stream security
+STREAM_TOPIC_OPERATIONS = ("READ", "DESCRIBE")
+"""What a stream user may do on its granted topic prefixes (no WRITE, CREATE, DELETE, ALTER)."""
+STREAM_GROUP_OPERATIONS = ("READ", "DESCRIBE")
+"""What a stream user may do on consumer groups with its granted prefixes (join, commit, describe)."""
+
+
+def stream_acls(settings: Settings) -> dict[str, set[tuple[str, str, str]]]:
+    """The ACLs each stream user should have: user -> {(resource type, prefix, operation)}, all PREFIXED ALLOW.
+
+    Built from ``kafka_stream_topic_grants`` and ``kafka_stream_group_grants``; with the broker's
+    ``allow.everyone.if.no.acl.found=false``, anything not listed here is denied.
+    """
+    users = set(settings.kafka_stream_topic_grants) | set(settings.kafka_stream_group_grants)
+    wanted: dict[str, set[tuple[str, str, str]]] = {user: set() for user in users}
+    for user, prefixes in settings.kafka_stream_topic_grants.items():
+        wanted[user] |= {("TOPIC", p, op) for p in prefixes for op in STREAM_TOPIC_OPERATIONS}
+    for user, prefixes in settings.kafka_stream_group_grants.items():
+        wanted[user] |= {("GROUP", p, op) for p in prefixes for op in STREAM_GROUP_OPERATIONS}
+    return wanted
+
+
+def ensure_stream_security(settings: Settings, passwords: dict[str, str], timeout: float = 30.0) -> list[str]:
+    """Create or update the SCRAM-SHA-512 users and make their ACLs exactly the configured grants.
+
+    ``passwords`` maps each user (the admin and every stream user) to its password. Runs through the internal
+    listener (``settings.kafka_config()``), whose principal is a super user. Idempotent: passwords are
+    re-applied, missing ACLs created and ACLs of these users that are no longer granted deleted. Returns a
+    line per change for the log.
+    """
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialAlteration,
+        UserScramCredentialUpsertion,
+    )
+
+    client = admin(settings)
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    upserts: list[UserScramCredentialAlteration] = [
+        UserScramCredentialUpsertion(user, info, pw.encode()) for user, pw in sorted(passwords.items())
+    ]
+    for user, future in client.alter_user_scram_credentials(upserts).items():
+        try:
+            future.result(timeout=timeout)
+        except Exception as exc:
+            raise RuntimeError(f"could not set the SCRAM-SHA-512 credentials of Kafka user {user!r}: {exc}") from exc
+
+    changes: list[str] = []
+    for user, wanted in sorted(stream_acls(settings).items()):
+        if user not in passwords:
+            raise ValueError(f"no password for Kafka stream user {user!r}")
+        principal = f"User:{user}"
+        any_of_user = AclBindingFilter(
+            ResourceType.ANY,
+            None,  # type: ignore[arg-type]  # None matches any name
+            ResourcePatternType.ANY,
+            principal,
+            None,  # type: ignore[arg-type]  # None matches any host
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        existing: list[Any] = client.describe_acls(any_of_user).result(timeout=timeout)
+        have: set[tuple[str, str, str]] = set()
+        stale: list[Any] = []
+        for b in existing:
+            key = (b.restype.name, b.name, b.operation.name)
+            exact = (
+                b.host == "*"
+                and b.resource_pattern_type == ResourcePatternType.PREFIXED
+                and b.permission_type == AclPermissionType.ALLOW
+            )
+            if key in wanted and exact:
+                have.add(key)
+            else:
+                stale.append(b)
+        missing = sorted(wanted - have)
+        if missing:
+            bindings = [
+                AclBinding(
+                    ResourceType[rtype],
+                    name,
+                    ResourcePatternType.PREFIXED,
+                    principal,
+                    "*",
+                    AclOperation[op],
+                    AclPermissionType.ALLOW,
+                )
+                for rtype, name, op in missing
+            ]
+            for future in client.create_acls(bindings).values():
+                future.result(timeout=timeout)
+            changes += [f"granted {op} on {rtype} {name}* to {user}" for rtype, name, op in missing]
+        if stale:
+            filters = [
+                AclBindingFilter(
+                    b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
+                )
+                for b in stale
+            ]
+            for future in client.delete_acls(filters).values():
+                future.result(timeout=timeout)
+            changes += [
+                f"revoked {b.permission_type.name} {b.operation.name} on {b.restype.name} {b.name} from {user}"
+                for b in stale
+            ]
+    return changes

@@ -12,6 +12,7 @@ how the service scripts in ``infra/`` share this single source of truth.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from functools import lru_cache
@@ -39,6 +40,17 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_username: str | None = None
     kafka_password: SecretStr | None = None
+    # Outgoing streams for scientists: a SASL/SCRAM-SHA-512 listener on the broker's host, beside the
+    # PLAINTEXT loopback listener above that internal jobs use (its anonymous principal is a super user).
+    kafka_sasl_port: int = 9094
+    kafka_admin_user: str = "admin"
+    # Stream users (SCRAM passwords ``kafka_<user>`` in <state_dir>/secrets.json) -> topic name prefixes
+    # they may READ; every other topic (survey topics such as ``ztf``, internal ones) is denied.
+    kafka_stream_topic_grants: dict[str, list[str]] = {"scientist": ["alertlake."]}
+    # Stream users -> consumer group name prefixes they may use (a group id must start with one).
+    kafka_stream_group_grants: dict[str, list[str]] = {"scientist": ["scientist"]}
+    # Prepended to every survey topic (e.g. "test-42-" or a tenant name); empty in production.
+    topic_prefix: str = ""
 
     # Spark.
     spark_master: str = "local[2]"
@@ -50,9 +62,14 @@ class Settings(BaseSettings):
     lake_root: str = ""
 
     # Trino (catalog `lake`).
-    trino_url: str = "http://127.0.0.1:8088"
+    # Clients use HTTPS with password authentication; plain HTTP stays for health checks and internal traffic.
+    trino_url: str = "https://127.0.0.1:8443"
+    trino_http_url: str = "http://127.0.0.1:8088"
     trino_user: str = "engineer"
+    # Unset: the local password of ``trino_user`` from <state_dir>/secrets.json (see ``trino_secret``).
     trino_password: SecretStr | None = None
+    # PEM certificate clients trust for ``trino_url``; unset: the self-signed one made at set-up.
+    trino_ca_file: Path | None = None
     trino_catalog: str = "lake"
     trino_heap: str = "3G"
 
@@ -108,6 +125,57 @@ class Settings(BaseSettings):
             conf["sasl.password"] = self.kafka_password.get_secret_value()
         return conf
 
+    @property
+    def kafka_sasl_bootstrap_servers(self) -> str:
+        """``host:port`` of the SASL/SCRAM listener that serves the outgoing streams."""
+        return f"{self.kafka_host}:{self.kafka_sasl_port}"
+
+    def kafka_stream_config(self, user: str = "scientist", password: str | None = None) -> dict[str, str]:
+        """librdkafka properties of a stream user on the SASL/SCRAM-SHA-512 listener.
+
+        ``password`` defaults to the user's local password (``kafka_<user>`` in ``secrets.json``).
+        """
+        secret = password if password is not None else self.local_secret(f"kafka_{user}")
+        if secret is None:
+            raise ValueError(f"no password for Kafka user {user!r}: pass one or run `python infra/stack.py up kafka`")
+        return {
+            "bootstrap.servers": self.kafka_sasl_bootstrap_servers,
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": user,
+            "sasl.password": secret,
+        }
+
+    @property
+    def secrets_file(self) -> Path:
+        """Passwords generated at set-up (``infra/stack.py``), kept in the state folder and never in git."""
+        return self.state_dir / "secrets.json"
+
+    def local_secret(self, key: str) -> str | None:
+        """One generated password from ``secrets_file`` (``None`` if the file or the key is missing)."""
+        try:
+            data = json.loads(self.secrets_file.read_text())
+        except (OSError, ValueError):
+            return None
+        value = data.get(key) if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
+
+    def trino_secret(self, user: str | None = None) -> str | None:
+        """Password of Trino ``user`` (default ``trino_user``).
+
+        ``ALERTLAKE_TRINO_PASSWORD`` when it is set and ``user`` is the configured user, otherwise the local
+        password ``trino_<user>`` generated at set-up; ``None`` when neither exists.
+        """
+        user = user or self.trino_user
+        if self.trino_password is not None and user == self.trino_user:
+            return self.trino_password.get_secret_value()
+        return self.local_secret(f"trino_{user}")
+
+    @property
+    def trino_ca_path(self) -> Path:
+        """The PEM certificate that clients trust for ``trino_url`` (``trino_ca_file`` or the local one)."""
+        return self.trino_ca_file or self.state_dir / "trino" / "tls" / "trino.pem"
+
     def export_lines(self) -> list[str]:
         """Shell ``export`` lines for every setting, so shell scripts read the same values."""
         lines = []
@@ -117,6 +185,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, dict | list):
+                value = json.dumps(value)  # complex settings are read back from the environment as JSON
             lines.append(f"export ALERTLAKE_{name.upper()}={shlex.quote(str(value))}")
         lines.append(f"export ALERTLAKE_LAKE_URI={shlex.quote(self.lake_uri)}")
         return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import requests
 import trino
 from trino.auth import BasicAuthentication
 
@@ -12,18 +13,44 @@ from alertlake.lake import LAYERS, split_name, table_uri
 from alertlake.settings import Settings
 
 
+class _PinnedVerifySession(requests.Session):
+    """A requests session whose ``verify`` wins over ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``.
+
+    requests lets those variables replace a session's ``verify`` for every request, which would drop the
+    local Trino certificate whenever a system CA bundle is configured in the environment.
+    """
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        merged["verify"] = self.verify
+        return merged
+
+
 def connect(settings: Settings, user: str | None = None, password: str | None = None, schema: str | None = None) -> Any:
-    """A ``trino.dbapi`` connection to the catalog ``lake`` as ``user`` (default: the settings' user)."""
+    """A ``trino.dbapi`` connection to the catalog ``lake`` as ``user`` (default: the settings' user).
+
+    Over HTTPS (the default ``trino_url``) the client authenticates with ``password``, by default the
+    configured or locally generated password of ``user`` (``Settings.trino_secret``), and trusts the
+    certificate in ``settings.trino_ca_path`` when that file exists (else the system's CAs).
+    """
     from urllib.parse import urlparse
 
     url = urlparse(settings.trino_url)
-    secret = password or (settings.trino_password.get_secret_value() if settings.trino_password else None)
+    who = user or settings.trino_user
+    secure = url.scheme == "https"
+    # Local passwords are only sent over HTTPS; an explicit one over HTTP makes the client refuse clearly.
+    secret = password or (settings.trino_secret(who) if secure else None)
+    session: requests.Session | None = None
+    if secure and settings.trino_ca_path.exists():
+        session = _PinnedVerifySession()
+        session.verify = str(settings.trino_ca_path)
     return trino.dbapi.connect(
         host=url.hostname or "127.0.0.1",
-        port=url.port or (443 if url.scheme == "https" else 80),
+        port=url.port or (443 if secure else 80),
         http_scheme=url.scheme or "http",
-        user=user or settings.trino_user,
-        auth=BasicAuthentication(user or settings.trino_user, secret) if secret else None,
+        user=who,
+        auth=BasicAuthentication(who, secret) if secret else None,
+        http_session=session,
         catalog=settings.trino_catalog,
         schema=schema,
     )

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -42,6 +43,8 @@ KAFKA_VERSION = "4.1.1"
 SPARK_VERSION = "4.2.0"
 TRINO_VERSION = "476"
 TRINO_PLUGINS = ("delta-lake", "password-authenticators", "tpch")
+TRINO_USERS = ("engineer", "scientist")
+"""Trino's password-file users; their passwords (``trino_<user>``) are generated into secrets.json."""
 LOCK_FILE = REPO / "infra" / "jvm-lock.sha256"
 # Trino only loads the plugins we need: fewer classes, faster start, less memory.
 
@@ -63,22 +66,31 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _java_major(home: Path) -> int | None:
+    release = home / "release"
+    if not (home / "bin" / "java").exists() or not release.exists():
+        return None
+    for line in release.read_text().splitlines():
+        if line.startswith("JAVA_VERSION="):
+            return int(line.split("=", 1)[1].strip('"').split(".")[0])
+    return None
+
+
 def java_home(min_major: int) -> Path:
-    """A JDK of at least ``min_major``: JAVA_HOME if it fits, else the newest JDK in /usr/lib/jvm."""
-    candidates = []
+    """A JDK of at least ``min_major``: JAVA_HOME if it fits, else the *oldest* fitting JDK in /usr/lib/jvm.
+
+    The oldest, because each service is tested on the lowest Java it supports (Kafka and Spark on 17,
+    Trino on 24+): a newer JDK beside it is not an upgrade they asked for.
+    """
     if os.environ.get("JAVA_HOME"):
-        candidates.append(Path(os.environ["JAVA_HOME"]))
-    candidates += sorted(Path("/usr/lib/jvm").glob("*"), reverse=True)
-    for home in candidates:
-        release = home / "release"
-        if not (home / "bin" / "java").exists() or not release.exists():
-            continue
-        for line in release.read_text().splitlines():
-            if line.startswith("JAVA_VERSION="):
-                major = int(line.split("=", 1)[1].strip('"').split(".")[0])
-                if major >= min_major:
-                    return home
-    raise StackError(f"no JDK >= {min_major} found (set JAVA_HOME or install one under /usr/lib/jvm)")
+        home = Path(os.environ["JAVA_HOME"])
+        if (_java_major(home) or 0) >= min_major:
+            return home
+    found = [(major, home) for home in Path("/usr/lib/jvm").glob("*") if (major := _java_major(home))]
+    fitting = sorted((major, str(home)) for major, home in found if major >= min_major)
+    if not fitting:
+        raise StackError(f"no JDK >= {min_major} found (set JAVA_HOME or install one under /usr/lib/jvm)")
+    return Path(fitting[0][1])
 
 
 def mvn(settings: Settings, *args: str) -> None:
@@ -239,14 +251,16 @@ def local_secrets(s: Settings) -> dict[str, str]:
     path = s.state_dir / "secrets.json"
     data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     changed = False
+    stream_users = set(s.kafka_stream_topic_grants) | set(s.kafka_stream_group_grants)
     for key in (
         "airflow_admin",
         "airflow_jwt",
         "airflow_fernet",
-        "trino_engineer",
-        "trino_scientist",
-        "kafka_scientist",
-        "kafka_admin",
+        *(f"trino_{user}" for user in TRINO_USERS),
+        "trino_keystore",
+        "trino_shared_secret",
+        f"kafka_{s.kafka_admin_user}",
+        *(f"kafka_{user}" for user in sorted(stream_users)),
     ):
         if key not in data:
             data[key] = secrets.token_urlsafe(64 if key == "airflow_jwt" else 18)
@@ -280,6 +294,8 @@ class Service:
     healthy: Callable[[], bool]
     prepare: Callable[[], None] = lambda: None
     start_timeout: float = 120.0
+    # Run once the service is healthy (also when it already was): idempotent set-up such as users and ACLs.
+    configure: Callable[[], None] = lambda: None
 
     def pidfile(self, s: Settings, proc: str) -> Path:
         return s.state_dir / "run" / f"{self.name}.{proc}.pid"
@@ -315,7 +331,7 @@ def port_owner(port: int) -> str | None:
 
 def kafka_service(s: Settings) -> Service:
     home = s.state_dir / "kafka"
-    port, cport = s.kafka_port, s.kafka_controller_port
+    port, cport, sport = s.kafka_port, s.kafka_controller_port, s.kafka_sasl_port
 
     def prepare() -> None:
         install_kafka(s)
@@ -326,10 +342,21 @@ def kafka_service(s: Settings) -> Service:
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
-                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                    # PLAINTEXT: loopback listener of the internal jobs; STREAMS: SASL/SCRAM for subscribers.
+                    f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport},"
+                    f"STREAMS://127.0.0.1:{sport}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},STREAMS://127.0.0.1:{sport}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,STREAMS:SASL_PLAINTEXT",
+                    "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                    "listener.name.streams.sasl.enabled.mechanisms=SCRAM-SHA-512",
+                    "listener.name.streams.scram-sha-512.sasl.jaas.config="
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                    # ACLs: nothing is allowed unless granted; the internal listeners' anonymous principal
+                    # (PLAINTEXT and CONTROLLER, loopback only) and the admin user are super users.
+                    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                    "allow.everyone.if.no.acl.found=false",
+                    f"super.users=User:ANONYMOUS;User:{s.kafka_admin_user}",
                     f"controller.quorum.bootstrap.servers=127.0.0.1:{cport}",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={home / 'data'}",
@@ -408,7 +435,38 @@ def kafka_service(s: Settings) -> Service:
         except Exception:  # noqa: BLE001 - any failure means "not healthy yet"
             return False
 
-    return Service("kafka", f"kafka://{s.kafka_bootstrap_servers}", [port, cport], procs, healthy, prepare)
+    def configure() -> None:
+        """SCRAM users (admin + stream users) and their ACLs, via the AdminClient on the internal listener.
+
+        Done after every start rather than at ``kafka-storage format`` time, so data folders formatted before
+        SCRAM existed keep working; re-running only applies what changed.
+        """
+        from alertlake.kafka import ensure_stream_security
+
+        if port_owner(sport) is None:
+            raise StackError(
+                f"kafka is running without its SASL/SCRAM listener on port {sport} (it was started with an older "
+                "configuration); restart it: `python infra/stack.py down kafka && python infra/stack.py up kafka`"
+            )
+        sec = local_secrets(s)
+        users = {s.kafka_admin_user, *s.kafka_stream_topic_grants, *s.kafka_stream_group_grants}
+        try:
+            changes = ensure_stream_security(s, {user: sec[f"kafka_{user}"] for user in sorted(users)})
+        except Exception as exc:
+            raise StackError(f"kafka: could not set up stream users and ACLs: {exc}") from exc
+        for change in changes:
+            log(f"kafka: {change}")
+        log(f"kafka: stream users {', '.join(sorted(users))} on SASL_PLAINTEXT (SCRAM-SHA-512) 127.0.0.1:{sport}")
+
+    return Service(
+        "kafka",
+        f"kafka://{s.kafka_bootstrap_servers}",
+        [port, cport, sport],
+        procs,
+        healthy,
+        prepare,
+        configure=configure,
+    )
 
 
 def mlflow_service(s: Settings) -> Service:
@@ -453,9 +511,114 @@ def trino_etc(s: Settings) -> Path:
     return s.state_dir / "trino" / "etc"
 
 
+def trino_password_hash(password: str, iterations: int = 65536) -> str:
+    """``password`` in the PBKDF2 format of Trino's password file: ``iterations:salt:hash`` (hex, HmacSHA1)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha1", password.encode(), salt, iterations, dklen=32)
+    return f"{iterations}:{salt.hex()}:{digest.hex()}"
+
+
+def trino_access_rules(s: Settings) -> dict[str, object]:
+    """Trino's file-based access control rules (first matching rule wins, anything unmatched is denied).
+
+    * ``engineer``: everything (every catalog, schema ownership, all table privileges, every procedure).
+    * ``scientist``: read-only. SELECT on every table and view of the ``silver``, ``gold``, ``quality`` and
+      ``views`` schemas of the lake catalog. In ``bronze`` only ``quarantine`` is readable, and without its
+      ``raw`` column (the rejected message bytes): its reason, source coordinates and times let a scientist
+      see why alerts are missing. The other bronze tables (raw survey payloads) stay engineer-only, since
+      silver holds the same alerts validated. No INSERT/UPDATE/DELETE, CREATE/DROP or procedures
+      (``register_table``) anywhere.
+    """
+    lake = s.trino_catalog
+    readable = "silver|gold|quality|views"
+    return {
+        "catalogs": [
+            {"user": "engineer", "catalog": ".*", "allow": "all"},
+            {"user": "scientist", "catalog": f"{lake}|system", "allow": "read-only"},
+        ],
+        "schemas": [
+            {"user": "engineer", "schema": ".*", "owner": True},
+            {"user": "scientist", "schema": ".*", "owner": False},
+        ],
+        "tables": [
+            {
+                "user": "engineer",
+                "privileges": ["SELECT", "INSERT", "DELETE", "UPDATE", "OWNERSHIP", "GRANT_SELECT"],
+            },
+            {
+                "user": "scientist",
+                "catalog": lake,
+                "schema": "bronze",
+                "table": "quarantine",
+                "privileges": ["SELECT"],
+                "columns": [{"name": "raw", "allow": False}],
+            },
+            {"user": "scientist", "catalog": lake, "schema": readable, "privileges": ["SELECT"]},
+            {"user": "scientist", "catalog": lake, "schema": "information_schema", "privileges": ["SELECT"]},
+            {"user": "scientist", "catalog": "system", "privileges": ["SELECT"]},
+        ],
+        "procedures": [
+            {"user": "engineer", "catalog": ".*", "schema": ".*", "procedure": ".*", "privileges": ["EXECUTE"]},
+        ],
+    }
+
+
+def trino_tls(s: Settings, sec: dict[str, str]) -> Path:
+    """A self-signed key pair for HTTPS (SAN 127.0.0.1 and localhost), made once; returns the PKCS12 keystore.
+
+    The certificate is exported as PEM to ``settings.trino_ca_path`` (unless ``trino_ca_file`` points
+    elsewhere), which ``alertlake.trino.connect`` trusts.
+    """
+    tls = s.state_dir / "trino" / "tls"
+    keystore, pem = tls / "keystore.p12", tls / "trino.pem"
+    if keystore.exists() and pem.exists():
+        return keystore
+    tls.mkdir(parents=True, exist_ok=True)
+    keystore.unlink(missing_ok=True)
+    keytool = str(java_home(24) / "bin" / "keytool")
+    password = sec["trino_keystore"]
+    for cmd in (
+        [
+            keytool,
+            "-genkeypair",
+            "-alias",
+            "trino",
+            "-keyalg",
+            "RSA",
+            "-keysize",
+            "2048",
+            "-validity",
+            "3650",
+            "-dname",
+            "CN=127.0.0.1, OU=AlertLake local Trino",
+            "-ext",
+            "SAN=ip:127.0.0.1,dns:localhost",
+            "-storetype",
+            "PKCS12",
+            "-keystore",
+            str(keystore),
+            "-storepass",
+            password,
+            "-keypass",
+            password,
+        ],
+        [keytool, "-exportcert", "-rfc", "-alias", "trino", "-keystore", str(keystore), "-storepass", password],
+    ):
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise StackError(f"keytool failed: {' '.join(cmd[:2])}\n{result.stdout}{result.stderr}")
+    pem.write_text(result.stdout)
+    keystore.chmod(0o600)
+    if s.trino_ca_file is None:
+        log(f"trino: self-signed HTTPS certificate in {pem}")
+    return keystore
+
+
 def trino_service(s: Settings) -> Service:
-    url = urlparse(s.trino_url)
-    port = url.port or 8088
+    http = urlparse(s.trino_http_url)
+    https = urlparse(s.trino_url)
+    port = http.port or 8088
+    tls_port = https.port or 8443
     etc = trino_etc(s)
     data = s.state_dir / "trino" / "data"
 
@@ -463,13 +626,37 @@ def trino_service(s: Settings) -> Service:
         install_trino(s)
         (etc / "catalog").mkdir(parents=True, exist_ok=True)
         data.mkdir(parents=True, exist_ok=True)
-        (etc / "config.properties").write_text(
+        sec = local_secrets(s)
+        keystore = trino_tls(s, sec)
+        passwords = etc / "password.db"
+        passwords.write_text("".join(f"{u}:{trino_password_hash(sec[f'trino_{u}'])}\n" for u in TRINO_USERS))
+        passwords.chmod(0o600)
+        (etc / "password-authenticator.properties").write_text(
+            f"password-authenticator.name=file\nfile.password-file={passwords}\n"
+        )
+        (etc / "rules.json").write_text(json.dumps(trino_access_rules(s), indent=2) + "\n")
+        (etc / "access-control.properties").write_text(
+            f"access-control.name=file\nsecurity.config-file={etc / 'rules.json'}\nsecurity.refresh-period=10s\n"
+        )
+        config = etc / "config.properties"
+        config.write_text(
             "coordinator=true\nnode-scheduler.include-coordinator=true\n"
+            # Plain HTTP (no client authentication possible) for health checks and internal traffic;
+            # clients use HTTPS with a password. Both bind to node.bind-ip=127.0.0.1.
             f"http-server.http.port={port}\n"
             f"discovery.uri=http://127.0.0.1:{port}\n"
+            "http-server.https.enabled=true\n"
+            f"http-server.https.port={tls_port}\n"
+            f"http-server.https.keystore.path={keystore}\n"
+            f"http-server.https.keystore.key={sec['trino_keystore']}\n"
+            "http-server.authentication.type=PASSWORD\n"
+            f"password-authenticator.config-files={etc / 'password-authenticator.properties'}\n"
+            f"access-control.config-files={etc / 'access-control.properties'}\n"
+            f"internal-communication.shared-secret={sec['trino_shared_secret']}\n"
             "query.max-memory=2GB\nquery.max-memory-per-node=1GB\n"
             f"plugin.dir={trino_dir(s) / 'plugin'}\n"
         )
+        config.chmod(0o600)
         (etc / "log.properties").write_text("io.trino=INFO\n")
         (etc / "catalog" / f"{s.trino_catalog}.properties").write_text(trino_catalog_properties(s))
 
@@ -500,9 +687,20 @@ def trino_service(s: Settings) -> Service:
         ]
 
     def healthy() -> bool:
-        return http_ok(f"{s.trino_url}/v1/info", check=lambda body: json.loads(body).get("starting") is False)
+        def started(body: bytes) -> bool:
+            return json.loads(body).get("starting") is False
 
-    return Service("trino", s.trino_url, [port], procs, healthy, prepare, start_timeout=180)
+        if not http_ok(f"{s.trino_http_url}/v1/info", check=started):
+            return False
+        # The HTTPS endpoint, verified with the local certificate: what clients will use.
+        context = ssl.create_default_context(cafile=str(s.trino_ca_path) if s.trino_ca_path.exists() else None)
+        try:
+            with urllib.request.urlopen(f"{s.trino_url}/v1/info", timeout=2, context=context) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    return Service("trino", s.trino_url, [port, tls_port], procs, healthy, prepare, start_timeout=180)
 
 
 def trino_catalog_properties(s: Settings) -> str:
@@ -612,6 +810,7 @@ def start(s: Settings, svc: Service) -> None:
     if running_pids(s, svc):
         if svc.healthy():
             log(f"{svc.name}: already running and healthy at {svc.url}")
+            svc.configure()
             return
         log(f"{svc.name}: running but not healthy yet, waiting")
     else:
@@ -643,6 +842,7 @@ def start(s: Settings, svc: Service) -> None:
     while time.monotonic() < deadline:
         if svc.healthy():
             log(f"{svc.name}: healthy at {svc.url}")
+            svc.configure()
             return
         alive = running_pids(s, svc)
         expected = {p.name for p in svc.procs()}
