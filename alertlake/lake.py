@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from alertlake.settings import Settings
 
 LAYERS = ("bronze", "silver", "gold", "quality")
@@ -33,3 +35,13 @@ def asset_uri(name: str) -> str:
     """The Airflow Asset URI of lake table ``layer.table`` (DAGs schedule on these to follow data)."""
     layer, table = split_name(name)
     return f"alertlake://lake/{layer}/{table}"
+
+
+def night_window(survey: str, night: str) -> tuple[dt.datetime, dt.datetime]:
+    """UTC start and end of observing night ``night`` at the survey's observatory (local noon to noon)."""
+    from alertlake.surveys import get_survey
+
+    longitude = get_survey(survey).observatory_longitude_deg
+    local_noon = dt.datetime.fromisoformat(night).replace(hour=12, tzinfo=dt.UTC)
+    start = local_noon - dt.timedelta(hours=longitude / 15.0)
+    return start, start + dt.timedelta(days=1)

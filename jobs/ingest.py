@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from alertlake.avro_arrow import native_schema
-from alertlake.lake import checkpoint_uri, table_uri
+from alertlake.lake import checkpoint_uri, night_window, table_uri
 from alertlake.settings import Settings, get_settings
 from alertlake.surveys import get_survey
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
@@ -469,14 +469,6 @@ def register_in_trino(settings: Settings, names: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- running
-def night_window(survey: str, night: str) -> tuple[dt.datetime, dt.datetime]:
-    """UTC start and end of observing night ``night`` at the survey's observatory (local noon to noon)."""
-    longitude = get_survey(survey).observatory_longitude_deg
-    local_noon = dt.datetime.fromisoformat(night).replace(hour=12, tzinfo=dt.UTC)
-    start = local_noon - dt.timedelta(hours=longitude / 15.0)
-    return start, start + dt.timedelta(days=1)
-
-
 def start(
     spark: SparkSession,
     settings: Settings,

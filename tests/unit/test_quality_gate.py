@@ -1,0 +1,132 @@
+"""The data-quality gate's pure logic: suites, compilation to Spark SQL, verdicts, reconciliation gaps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from alertlake import quality
+from alertlake.reconcile import offset_gaps
+from alertlake.report import _quantiles
+
+
+@pytest.mark.parametrize("table", quality.SUITE_TABLES)
+def test_every_table_has_a_valid_suite_with_severities(table: str) -> None:
+    suite = quality.gx_suite(table)  # GX validates every expectation's arguments
+    raw = quality.suite_definition(table)
+    assert suite.name == quality.suite_name(table) and len(suite.expectations) == len(raw["expectations"])
+    assert {e["severity"] for e in raw["expectations"]} <= {"critical", "warning"}
+    for _, expectation in quality.in_batch_expectations(raw):
+        assert expectation["type"] in quality.SUPPORTED
+
+
+def test_silver_suite_covers_ranges_provenance_and_cut_consistency() -> None:
+    raw = quality.suite_definition("silver.alerts")["expectations"]
+    by_column = {(e["type"], e["kwargs"].get("column")): e for e in raw}
+    assert by_column[("expect_column_values_to_be_between", "supernova_score")]["kwargs"]["max_value"] == 1.0
+    assert by_column[("expect_column_values_to_not_be_null", "xmatch_model_uri")]["severity"] == "critical"
+    assert by_column[("expect_column_values_to_be_null", "xmatch_error")]["severity"] == "warning"
+    conditions = [e["kwargs"].get("row_condition") for e in raw if e["kwargs"].get("column") == "quality_reason"]
+    assert "quality_pass" in conditions and "NOT quality_pass" in conditions
+
+
+def checks(*expectations: dict) -> list[tuple[int, dict]]:
+    return list(enumerate(expectations))
+
+
+RA: dict[str, Any] = {
+    "type": "expect_column_values_to_be_between",
+    "kwargs": {"column": "ra", "min_value": 0.0, "max_value": 360.0, "strict_max": True},
+    "severity": "critical",
+}
+BAND: dict[str, Any] = {
+    "type": "expect_column_values_to_be_in_set",
+    "severity": "warning",
+    "kwargs": {
+        "column": "band",
+        "value_set": ["g", "r"],
+        "row_condition": "survey = 'ztf'",
+        "condition_parser": "spark",
+    },
+}
+UNIQUE: dict[str, Any] = {
+    "type": "expect_compound_columns_to_be_unique",
+    "kwargs": {"column_list": ["survey", "alert_id"]},
+    "severity": "critical",
+}
+
+
+def test_compiled_sql_ignores_nulls_and_applies_row_conditions() -> None:
+    plan = quality.aggregations(checks(RA, BAND, UNIQUE), ["ra", "band", "survey", "alert_id"])
+    sql = dict(plan.aggregates)
+    assert sql[plan.counts[0]["unexpected"]] == "count_if((`ra` IS NOT NULL AND NOT (`ra` >= 0.0 AND `ra` < 360.0)))"
+    assert sql[plan.counts[0]["element"]] == "count(1)"
+    assert sql[plan.counts[1]["element"]] == "count_if((survey = 'ztf'))"
+    assert "NOT (`band` IN ('g', 'r'))" in sql[plan.counts[1]["unexpected"]]
+    _, distinct = plan.counts[2]["unexpected"].split("-")
+    assert "collect_set" in sql[distinct] and "struct(`survey`, `alert_id`)" in sql[distinct]
+    # Identical aggregates are computed once.
+    assert len(set(sql.values())) == len(sql)
+
+
+def test_missing_column_fails_without_an_aggregate() -> None:
+    plan = quality.aggregations(checks(RA), ["dec"])
+    assert 0 not in plan.counts
+    (result,) = quality.evaluate(checks(RA), {"dec": "DoubleType"}, plan, {"m0": 3})
+    assert not result.success and "ra" in str(result.observed)
+
+
+def test_evaluate_and_verdict() -> None:
+    columns = {"ra": "DoubleType", "band": "StringType", "survey": "StringType", "alert_id": "LongType"}
+    plan = quality.aggregations(checks(RA, BAND, UNIQUE), columns)
+    counts = {0: (10, 10, 1), 1: (8, 8, 2), 2: (10, 10, 0)}
+    stats: dict[str, int] = {"m0": 10}
+    for i, (element, nonnull, unexpected) in counts.items():
+        refs = plan.counts[i]
+        stats[refs["element"]] = element
+        if "-" in refs["unexpected"]:
+            a, b = refs["unexpected"].split("-")
+            stats[a], stats[b] = nonnull, nonnull - unexpected
+        else:
+            stats[refs["nonnull"]], stats[refs["unexpected"]] = nonnull, unexpected
+    results = quality.evaluate(checks(RA, BAND, UNIQUE), columns, plan, stats, {0: (["400.0"], [42])})
+    assert [r.success for r in results] == [False, False, True]
+    assert results[0].unexpected_percent == 10.0 and results[1].unexpected_count == 2
+    status, critical, warnings = quality.verdict_status(results)
+    assert status == quality.HELD
+    assert critical == [
+        "expect_column_values_to_be_between(ra): 1 of 10 rows unexpected, e.g. ['400.0'] (alert ids [42])"
+    ]
+    assert len(warnings) == 1 and "where survey = 'ztf'" in warnings[0]
+    # Warnings alone pass.
+    assert quality.verdict_status(results[1:])[0] == quality.PASSED
+
+
+def test_mostly_and_schema_checks() -> None:
+    mostly = {**RA, "kwargs": {**RA["kwargs"], "mostly": 0.8}}
+    columns_set = {"type": "expect_table_columns_to_match_set", "severity": "critical",
+                   "kwargs": {"column_set": ["ra", "dec"], "exact_match": False}}  # fmt: skip
+    plan = quality.aggregations(checks(mostly, columns_set), ["ra"])
+    refs = plan.counts[0]
+    stats = {"m0": 10, refs["nonnull"]: 10, refs["unexpected"]: 2}
+    ok, schema = quality.evaluate(checks(mostly, columns_set), {"ra": "DoubleType"}, plan, stats)
+    assert ok.success and not schema.success and schema.observed == {"missing": ["dec"], "unexpected": []}
+
+
+def test_sql_literals_escape_quotes() -> None:
+    assert quality.sql_literal("it's") == "'it\\'s'"
+    assert quality.sql_literal(True) == "TRUE" and quality.sql_literal(2) == "2" and quality.sql_literal(None) == "NULL"
+
+
+def test_offset_gaps_lists_missing_and_doubled_offsets() -> None:
+    seen = [("ztf", 0, 0), ("ztf", 0, 1), ("ztf", 0, 1), ("ztf", 1, 5), ("ztf", 0, 9), ("lsst", 0, 2)]
+    missing, doubled = offset_gaps({0: (0, 3), 1: (5, 6)}, "ztf", seen)
+    assert missing == [("ztf", 0, 2)]
+    assert doubled == [("ztf", 0, 1)]
+
+
+def test_quantiles() -> None:
+    q = _quantiles([float(x) for x in range(1, 101)])
+    assert q["count"] == 100 and q["p50"] == 51.0 and q["max"] == 100.0
+    assert _quantiles([])["p50"] is None
