@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 STACK := $(PY) infra/stack.py
 
-.PHONY: install venv jvm services-up services-down services-status lint test test-unit demo bench clean-state
+.PHONY: install venv jvm browser services-up services-down services-status lint test test-unit demo bench clean-state
 
-install: venv jvm
+install: venv jvm browser
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 jvm: venv
 	$(STACK) install
+
+# Debian's Chromium drives the Airflow UI test (no browser download from elsewhere).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 services-up: install
 	$(STACK) up

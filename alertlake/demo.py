@@ -21,7 +21,9 @@ from alertlake.settings import Settings
 
 console = Console()
 
-PIPELINE = ("alertlake_ingest", "alertlake_enrich", "alertlake_quality", "alertlake_distribute")
+# In pipeline order. Enrichment and distribution are started by their upstream Assets (bronze, silver).
+PIPELINE = ("alertlake_ingest", "alertlake_enrich", "alertlake_distribute", "alertlake_quality_nightly")
+ASSET_TRIGGERED = ("alertlake_enrich", "alertlake_distribute")
 
 
 def _secrets(settings: Settings) -> dict[str, str]:
@@ -81,14 +83,20 @@ def counts_table(settings: Settings, night: str) -> Table:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns a process exit code."""
     from alertlake.simulate import simulate
+    from alertlake.surveys import get_survey
+    from alertlake.surveys.canonical import observing_night
 
     settings = Settings()
-    night = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    # Tonight, as each observatory counts nights: alerts observed now and sent now (as a survey does), so
+    # the observation night and the Kafka-time night of the reconciliation are the same.
+    now_mjd = dt.datetime.now(dt.UTC).timestamp() / 86400.0 + 40587.0
+    nights = {s: observing_night(now_mjd, get_survey(s).observatory_longitude_deg) or "" for s in ("ztf", "lsst")}
+    night = nights["ztf"]
     client = AirflowClient(settings, _secrets(settings)["airflow_admin"])
 
     console.rule("1. the survey streams: shared ZTF and Rubin samples, plus every class of bad message")
     for survey in ("ztf", "lsst"):
-        summary = simulate(settings, survey, loops=2, night=night, bad=True)
+        summary = simulate(settings, survey, loops=2, night=nights[survey], bad=True)
         console.print(
             f"  {survey}: {summary.alerts} alerts + {summary.bad} bad messages "
             f"({summary.megabytes:.1f} MB) -> topic {summary.topic}"
@@ -99,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         client.wait_for_dag(dag_id)
         client.unpause(dag_id)
     since: str | None = None
-    confs = {
-        "alertlake_ingest": {"mode": "available-now", "night": ""},
+    confs: dict[str, dict[str, Any]] = {
+        "alertlake_ingest": {"mode": "available-now", "night": night},
         "alertlake_enrich": {},
-        "alertlake_quality": {"night": night},
-        "alertlake_distribute": {},
+        "alertlake_distribute": {"mode": "available-now"},
+        "alertlake_quality_nightly": {"night": night},
     }
     for dag_id in PIPELINE:
-        run = _stage(client, dag_id, confs[dag_id], since if dag_id == "alertlake_enrich" else None)
+        run = _stage(client, dag_id, confs[dag_id], since if dag_id in ASSET_TRIGGERED else None)
         since = run.get("end_date")
 
     console.rule("3. what the lake holds")

@@ -41,11 +41,14 @@ def alertlake_maintenance() -> None:
     @task
     def sync_trino() -> list[str]:
         """Registers in Trino any lake table it does not know yet."""
+        from alertlake.serving import ensure_views
         from alertlake.settings import Settings
         from alertlake.trino import sync_tables
 
         settings = Settings()
-        return sync_tables(settings) if settings.lake_is_local else []
+        registered = sync_tables(settings) if settings.lake_is_local else []
+        ensure_views(settings)  # views follow the tables they read as those appear
+        return registered
 
     compact_and_vacuum() >> sync_trino()
 

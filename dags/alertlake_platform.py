@@ -37,11 +37,14 @@ def alertlake_platform() -> None:
     @task
     def sync_trino_tables() -> list[str]:
         """Registers in Trino every Delta table of the lake it does not know yet."""
+        from alertlake.serving import ensure_views
         from alertlake.settings import get_settings
         from alertlake.trino import sync_tables
 
         settings = get_settings()
-        return sync_tables(settings) if settings.lake_is_local else []
+        registered = sync_tables(settings) if settings.lake_is_local else []
+        ensure_views(settings)  # views follow the tables they read as those appear
+        return registered
 
     check_services() >> sync_trino_tables()
 
