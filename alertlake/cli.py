@@ -13,9 +13,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from alertlake.cli_consume import consume
+from alertlake.cli_modules import app as modules_app
+from alertlake.cli_modules import replay_enrich_command
+from alertlake.cli_quality import app as quality_app
+from alertlake.cli_sql import sql
+
 app = typer.Typer(help="AlertLake: an astronomical alert broker on a lakehouse.", no_args_is_help=True)
 replay_app = typer.Typer(help="Recompute a past night from its source, idempotently.", no_args_is_help=True)
 app.add_typer(replay_app, name="replay")
+app.add_typer(modules_app, name="modules")
+app.add_typer(quality_app, name="quality")
+app.command("sql", help="Run SQL on the lake through Trino (pretty table, --csv / --parquet export).")(sql)
+app.command("consume", help="Subscribe to filter streams: live summary, save to Avro/Parquet.")(consume)
+replay_app.command("enrich", help="Recompute a night of silver with pinned module versions.")(replay_enrich_command)
 console = Console()
 
 
@@ -120,6 +131,18 @@ def reconcile(
         failed |= not report.ok
     if failed:
         raise typer.Exit(1)
+
+
+@replay_app.command("filter")
+def replay_filter(
+    filter_name: Annotated[str, typer.Argument(help="The filter to replay (new or changed)")],
+    night: Annotated[list[str], typer.Option(help="Night(s) YYYY-MM-DD of silver to replay")],
+    topic_suffix: Annotated[str | None, typer.Option(help="Suffix of the separate replay topics")] = None,
+) -> None:
+    """Run a filter over past nights into separate replay topics; live streams are not touched."""
+    from jobs.distribute import replay_filter_command
+
+    replay_filter_command(filter_name, night, topic_suffix)
 
 
 def main() -> None:

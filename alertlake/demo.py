@@ -146,15 +146,32 @@ def _print_science(settings: Settings, night: str) -> None:
 
 
 def _print_streams(settings: Settings) -> None:
-    try:
-        from alertlake.consume import sample_topics
-    except ImportError:
-        return
-    console.print("[bold]A few alerts read back from the filter topics:[/]")
-    for topic, lines in sample_topics(settings, per_topic=2).items():
-        console.print(f"  [cyan]{topic}[/]")
-        for line in lines:
-            console.print(f"    {line}")
+    """Read two alerts of each filter topic as the ``scientist`` stream user (SASL/SCRAM, ACL-checked)."""
+    from alertlake.consume import ConsumeOptions, iter_alerts, list_streams
+
+    topics = [t for t in list_streams(settings) if ".replay-" not in t]
+    console.print(
+        f"[bold]Filter streams ({len(topics)} topics), read back as user 'scientist' on "
+        f"{settings.kafka_sasl_bootstrap_servers}:[/]"
+    )
+    as_scientist = settings.kafka_stream_config("scientist")
+    for topic in topics:
+        options = ConsumeOptions(
+            topics=[topic],
+            group_id=f"scientist-demo-{int(time.time())}",
+            max_alerts=2,
+            idle_seconds=8,
+            commit=False,
+            extra=as_scientist,
+        )
+        alerts = list(iter_alerts(settings, options))
+        console.print(f"  [cyan]{topic}[/]: {'no alert tonight' if not alerts else ''}")
+        for got in alerts:
+            alert = got.alert
+            console.print(
+                f"    alert {alert.get('alert_id')} object {alert.get('object_id')} ra={alert.get('ra'):.5f} "
+                f"dec={alert.get('dec'):.5f} band={alert.get('band')} mag={alert.get('mag')}"
+            )
 
 
 def _print_urls(settings: Settings) -> None:
