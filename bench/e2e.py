@@ -1,0 +1,212 @@
+"""End-to-end latency: survey topic -> ingest -> enrich (+ quality gate) -> distribute -> filter topics.
+
+Starts the three streaming jobs as processes on a fresh benchmark lake (so no checkpoint or table of the live
+lake is touched; the filter topics get a ``.bench-<id>`` suffix so live streams are untouched), feeds the ZTF
+topic with ``alertlake simulate --rate R --night N --drop-cutouts`` for ``--minutes``, and reads every filter
+topic meanwhile. A message's latency is its filter-topic timestamp minus the survey message's timestamp (carried
+in the alert as ``kafka_timestamp``); only alerts sent during this run are counted.
+
+Cutouts are dropped by default (``--keep-cutouts`` to keep them): silver carries no stamps, so they only cost
+ingest decode time, and at 1,000 alerts/s x 70 KB they would be 70 MB/s through a single local broker.
+
+    python bench/e2e.py [--rate 1000] [--minutes 5] [--night 2026-01-05]
+
+Prints a table and writes ``bench/results/e2e.json`` (alerts_per_s, p50/p95/p99_latency_s, peak_rss_gib, ...).
+``alerts_per_s`` is the rate at which alerts sent during the run reached silver (the pipeline's sustained
+throughput), measured after a drain period; the simulator's achieved send rate is reported beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from alertlake.consume import ConsumeOptions, iter_alerts  # noqa: E402
+from alertlake.filters import load_filters  # noqa: E402
+from alertlake.kafka import ensure_topic  # noqa: E402
+from alertlake.settings import Settings  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "e2e.json"
+
+
+def tree_rss(procs: list[psutil.Process]) -> int:
+    """Resident memory of ``procs`` and all their descendants (the Spark JVMs are children), in bytes."""
+    total = 0
+    for proc in procs:
+        try:
+            members = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for member in members:
+            try:
+                total += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``python <args>`` with its output in ``log``."""
+    out = log.open("wb")
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rate", type=float, default=1000.0, help="alerts per second sent to the ZTF topic")
+    parser.add_argument("--minutes", type=float, default=5.0, help="how long to send")
+    parser.add_argument("--night", default="2026-01-05", help="observing night the alerts are moved onto")
+    parser.add_argument("--keep-cutouts", action="store_true", help="send the image stamps too")
+    parser.add_argument("--warmup", type=float, default=90.0, help="seconds to let the jobs start before sending")
+    parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the tail after sending")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    run_id = uuid.uuid4().hex[:8]
+    work = REPO / ".state" / f"bench-e2e-{run_id}"
+    work.mkdir(parents=True)
+    suffix = f".bench-{run_id}"
+    env = {
+        **os.environ,
+        "ALERTLAKE_LAKE_ROOT": str(work / "lake"),
+        "ALERTLAKE_DISTRIBUTE_NO_TRINO": "1",
+        "ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX": suffix,
+    }
+    settings = Settings(lake_root=str(work / "lake"))
+    filters = load_filters()
+    topics = sorted(f.topic(s, suffix) for f in filters for s in f.surveys)
+    for topic in topics:
+        ensure_topic(settings, topic)
+
+    # Each job reads the survey topic from its own fresh checkpoint, i.e. from the earliest offset: let ingestion
+    # catch up on what the topic already holds before sending, so the measured alerts are not queued behind it.
+    jobs = {
+        "ingest": start(["-m", "jobs.ingest", "--survey", "ztf", "--interval", "1 second"], env, work / "ingest.log"),
+        "enrich": start(["-m", "jobs.enrich", "--survey", "ztf", "--interval", "1 second"], env, work / "enrich.log"),
+        "distribute": start(["-m", "jobs.distribute", "--interval", "1 second"], env, work / "distribute.log"),
+    }
+    procs = [psutil.Process(p.pid) for p in jobs.values()]
+    peak = 0
+    stop = threading.Event()
+
+    def sample_memory() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(procs))
+            stop.wait(1.0)
+
+    latencies: list[float] = []
+    per_topic: dict[str, int] = {}
+    send_start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.warmup)
+
+    def read_topics() -> None:
+        options = ConsumeOptions(topics=topics, group_id=f"bench-e2e-{run_id}", max_seconds=None)
+        for received in iter_alerts(settings, options):
+            source = received.alert.get("kafka_timestamp")
+            if source is None or source < send_start:
+                continue
+            latencies.append((received.timestamp - source).total_seconds())
+            per_topic[received.topic] = per_topic.get(received.topic, 0) + 1
+            if stop.is_set():
+                return
+
+    threading.Thread(target=sample_memory, daemon=True).start()
+    threading.Thread(target=read_topics, daemon=True).start()
+    print(f"benchmark {run_id}: jobs starting, lake {work / 'lake'}; sending at {send_start:%H:%M:%S} UTC")
+    time.sleep(args.warmup)
+    for name, proc in jobs.items():
+        if proc.poll() is not None:
+            print(f"{name} exited early (code {proc.returncode}); see {work / (name + '.log')}")
+            return 1
+    expected = int(args.rate * args.minutes * 60)
+    simulate = [
+        sys.executable,
+        "-m",
+        "alertlake.cli",
+        "simulate",
+        "--survey",
+        "ztf",
+        "--rate",
+        str(args.rate),
+        "--night",
+        args.night,
+        "--loops",
+        str(10**6),
+        "--limit",
+        str(expected),
+    ]
+    if not args.keep_cutouts:
+        simulate.append("--drop-cutouts")
+    t0 = time.monotonic()
+    subprocess.run(simulate, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+    send_seconds = time.monotonic() - t0
+    time.sleep(args.drain)
+    stop.set()
+    for proc in jobs.values():
+        proc.terminate()
+    for proc in jobs.values():
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    from deltalake import DeltaTable
+
+    silver = DeltaTable(str(work / "lake" / "silver" / "alerts")).to_pyarrow_table(columns=["kafka_timestamp"])
+    stamps = silver.column("kafka_timestamp").to_pylist()
+    in_run = [s for s in stamps if s is not None and s >= send_start]
+    through = len(in_run) / (max(in_run) - min(in_run)).total_seconds() if len(in_run) > 1 else 0.0
+    lat = np.array(latencies) if latencies else np.array([np.nan])
+    result: dict[str, Any] = {
+        "alerts_per_s": round(through, 1),
+        "p50_latency_s": round(float(np.percentile(lat, 50)), 2),
+        "p95_latency_s": round(float(np.percentile(lat, 95)), 2),
+        "p99_latency_s": round(float(np.percentile(lat, 99)), 2),
+        "peak_rss_gib": round(peak / 2**30, 2),
+        "target_rate": args.rate,
+        "sent_alerts": expected,
+        "send_rate_achieved": round(expected / send_seconds, 1),
+        "silver_alerts_of_run": len(in_run),
+        "filter_messages": len(latencies),
+        "messages_per_topic": per_topic,
+        "minutes": args.minutes,
+        "cutouts": bool(args.keep_cutouts),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]},
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    for key in (
+        "alerts_per_s",
+        "send_rate_achieved",
+        "p50_latency_s",
+        "p95_latency_s",
+        "p99_latency_s",
+        "peak_rss_gib",
+    ):
+        print(f"{key:22s} {result[key]}")
+    print(
+        f"targets: p95 <= 10 s: {'met' if result['p95_latency_s'] <= 10 else 'NOT met'}; "
+        f"<= 12 GiB: {'met' if result['peak_rss_gib'] <= 12 else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

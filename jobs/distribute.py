@@ -1,0 +1,696 @@
+"""silver.alerts -> one Kafka topic per filter and survey, exactly once; gold.filter_hits and gold.objects.
+
+Every micro-batch of new silver rows (``readStream`` on the Delta table; the same code runs continuously or as a
+bounded ``availableNow`` catch-up) goes through:
+
+1. the data-quality gate (:func:`alertlake.quality.distributable`: only rows of batches that passed the checks
+   or were released by an operator);
+2. every loaded filter (:mod:`alertlake.filters`; SQL filters are computed by Spark in the same query that
+   brings the batch to the driver, Python filters on the driver with pandas);
+3. Kafka: each selected alert to ``alertlake.<survey>.<filter>``, value = the enriched alert as schemaless Avro,
+   key = that Avro schema as JSON (Fink's convention, see :mod:`alertlake.consume`), with headers naming the
+   job and batch; idempotent producer, every delivery confirmed before going on;
+4. ``gold.filter_hits``: one row per message sent (its topic, partition and offset), appended with Delta
+   ``txnAppId``/``txnVersion`` = (job, batch id);
+5. ``gold.objects``: MERGE of the batch's latest state per object (one row per survey and object).
+
+Exactly once across a kill at any instant
+-----------------------------------------
+Spark re-runs an unfinished batch with the same id and the same rows after a restart (the checkpoint fixes
+each batch's range before it runs). Kafka and Delta cannot commit together, so the job makes the re-run
+recognise what the killed run already did:
+
+* killed after step 4 (hits recorded): the batch id is at most the job's last recorded batch in
+  ``gold.filter_hits``: nothing is produced again; step 4 is a no-op by its txn version; step 5 is re-applied
+  idempotently (also txn-guarded).
+* killed during or after step 3, before step 4: some messages of the batch are in Kafka but not recorded. The
+  first batch a process runs therefore reads every live topic from just after the last recorded offset of each
+  partition to its end: any message there carrying this job's header was sent by the killed run, so its
+  (topic, alert id) counts as sent (and is recorded in step 4 with its real partition and offset); only the
+  rest is produced. Only the first batch of a process needs this: within a process a failed delivery fails the
+  batch, which stops the query, and the next process recovers.
+* killed before step 3: nothing was sent; the re-run sends everything.
+
+So no message is lost (every selected alert is produced unless found in Kafka) and none is duplicated (nothing
+found in Kafka or recorded is produced again; the idempotent producer removes retries within a session). This
+relies on this job being the only writer of its topics with its app id; replays write other topics.
+
+A batch held by the quality gate and released later is not re-read by the stream (the stream has moved on):
+``alertlake replay filter`` sends it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, encoder, schema_key, stream_schema
+from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
+from alertlake.lake import checkpoint_uri, table_uri
+from alertlake.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger("alertlake.distribute")
+
+SILVER = "silver.alerts"
+FILTER_HITS = "gold.filter_hits"
+OBJECTS = "gold.objects"
+#: Fault injection for the kill/restart test: ``after-send:<batch id>`` SIGKILLs the process once that batch's
+#: messages are all delivered and before they are recorded (the hardest window to recover from).
+FAULT_ENV = "ALERTLAKE_DISTRIBUTE_FAULT"
+#: The live distribution job's app id (Delta txnAppId, Kafka header, checkpoint name).
+APP_ID = "distribute"
+
+FILTER_HITS_SCHEMA = pa.schema(
+    [
+        pa.field("survey", pa.string()),
+        pa.field("alert_id", pa.int64()),
+        pa.field("object_id", pa.string()),
+        pa.field("filter", pa.string()),
+        pa.field("topic", pa.string()),
+        pa.field("kafka_partition", pa.int32()),
+        pa.field("kafka_offset", pa.int64()),
+        pa.field("sent_at", pa.timestamp("us", tz="UTC")),
+        pa.field("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        pa.field("night", pa.string()),
+        pa.field("distribute_app", pa.string()),
+        pa.field("distribute_batch", pa.int64()),
+    ]
+)
+
+#: Scalar columns of the latest alert kept per object in gold.objects (beside module outputs).
+OBJECT_LATEST = ("alert_id", "mjd", "night", "ra", "dec", "band", "mag", "mag_err", "is_positive", "quality_pass")
+
+
+def object_score_columns() -> list[str]:
+    """Module outputs kept per object in gold.objects: classifications and scores (not the light-curve features)."""
+    from alertlake import modules
+
+    return [
+        c
+        for m in modules.execution_order(list(modules.all_modules().values()))
+        if m.name != "features"
+        for c in m.outputs
+    ]
+
+
+def ensure_table(spark: SparkSession, uri: str, schema: pa.Schema, partition: str | None = None) -> None:
+    """Create the Delta table at ``uri`` with ``schema`` unless it exists."""
+    from delta.tables import DeltaTable
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    if DeltaTable.isDeltaTable(spark, uri):
+        return
+    writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
+    writer = writer.option("delta.enableDeletionVectors", "false")
+    try:
+        (writer.partitionBy(partition) if partition else writer).save(uri)
+    except Exception:
+        if not DeltaTable.isDeltaTable(spark, uri):
+            raise
+
+
+def distributable_rows(spark: SparkSession, settings: Settings, silver: DataFrame) -> DataFrame:
+    """The quality gate; until it is implemented every row passes, with a warning."""
+    from alertlake import quality
+
+    try:
+        return quality.distributable(spark, settings, silver)
+    except NotImplementedError:
+        if not getattr(distributable_rows, "_warned", False):
+            log.warning("quality gate not implemented yet (alertlake.quality.distributable): distributing all rows")
+            distributable_rows._warned = True  # type: ignore[attr-defined]
+        return silver
+
+
+@dataclass
+class Sent:
+    """Where one alert of one filter went."""
+
+    partition: int
+    offset: int
+
+
+@dataclass
+class DistributeJob:
+    """Distribution of silver rows by ``filters`` into their topics (``topic_suffix`` for replays)."""
+
+    settings: Settings
+    filters: FilterSet
+    app_id: str = APP_ID
+    topic_suffix: str = ""
+    update_objects: bool = True
+    register_tables: bool = True  # expose gold tables in Trino (off for throw-away lakes: tests)
+    producer_overrides: dict[str, Any] = field(default_factory=dict)
+    _producer: Any = None
+    _recorded_batch: int = -1
+    _recovered: bool = False
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def hits_uri(self) -> str:
+        return table_uri(self.settings, FILTER_HITS)
+
+    @property
+    def objects_uri(self) -> str:
+        return table_uri(self.settings, OBJECTS)
+
+    def topics(self) -> list[str]:
+        """Every topic this job writes."""
+        return sorted(f.topic(s, self.topic_suffix) for f in self.filters for s in f.surveys)
+
+    def prepare(self, spark: SparkSession, silver_schema: Any | None = None) -> None:
+        """Create the gold tables and topics; re-check SQL filters with Spark against silver's real schema."""
+        from alertlake.kafka import ensure_topic
+
+        ensure_table(spark, self.hits_uri, FILTER_HITS_SCHEMA, "night")
+        if silver_schema is not None:
+            self.filters = check_sql_with_spark(spark, self.filters, silver_schema)
+        for topic in self.topics():
+            ensure_topic(self.settings, topic)
+        if self.register_tables:
+            register_in_trino(self.settings, [FILTER_HITS] + ([OBJECTS] if self.update_objects else []))
+
+    @property
+    def producer(self) -> Any:
+        if self._producer is None:
+            from alertlake.kafka import producer
+
+            self._producer = producer(self.settings, **{"linger.ms": 5, **self.producer_overrides})
+        return self._producer
+
+    # --- one batch ------------------------------------------------------------------------------------------
+
+    def write_batch(self, batch: DataFrame, batch_id: int) -> None:
+        """Distribute one micro-batch exactly once (see the module docstring)."""
+        from alertlake.filters import sql_flag_columns
+
+        t0 = time.monotonic()
+        spark = batch.sparkSession
+        if not self._recovered and self._recorded_batch < 0:
+            self._recorded_batch = self._last_recorded_batch(spark)
+        if batch_id <= self._recorded_batch:
+            log.info("%s batch %d: already recorded in %s, not sent again", self.app_id, batch_id, FILTER_HITS)
+            if self.update_objects:
+                self._merge_objects(distributable_rows(spark, self.settings, batch), batch_id)
+            return
+        gated = distributable_rows(spark, self.settings, batch)
+        table = gated.select("*", *sql_flag_columns(self.filters)).toArrow()
+        t_read = time.monotonic()
+        flags = [c for c in table.column_names if c.startswith(SQL_FLAG_PREFIX)]
+        alerts = table.drop_columns(flags)
+        if table.num_rows == 0:
+            return
+        hits = evaluate(self.filters, table.to_pandas())
+        already = {} if self._recovered else self._sent_by_killed_run(spark)
+        self._recovered = True
+        sent = self._produce(alerts, hits, batch_id, already)
+        t_sent = time.monotonic()
+        if os.environ.get(FAULT_ENV) == f"after-send:{batch_id}":
+            log.warning("%s: fault injection: killing the process after sending batch %d", self.app_id, batch_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._record_hits(spark, alerts, sent, batch_id)
+        self._recorded_batch = batch_id
+        t_recorded = time.monotonic()
+        if self.update_objects:
+            self._merge_objects(gated, batch_id)
+        log.info(
+            "%s batch %d: %d alerts, %d messages (%s) in %.1f s: read %.1f, send %.1f, hits %.1f, objects %.1f",
+            self.app_id,
+            batch_id,
+            alerts.num_rows,
+            len(sent),
+            ", ".join(f"{name} {int(mask.sum())}" for name, mask in hits.items()),
+            time.monotonic() - t0,
+            t_read - t0,
+            t_sent - t_read,
+            t_recorded - t_sent,
+            time.monotonic() - t_recorded,
+        )
+
+    def _produce(
+        self,
+        alerts: pa.Table,
+        hits: dict[str, Any],
+        batch_id: int,
+        already: dict[tuple[str, int], Sent],
+    ) -> dict[tuple[str, str, int], Sent]:
+        """Send every hit not already in Kafka; wait for every delivery. Returns (filter, topic, alert id) -> Sent."""
+        schema = stream_schema(alerts.schema)
+        encode, key = encoder(schema), schema_key(schema)
+        surveys = alerts.column("survey").to_pylist()
+        ids = alerts.column("alert_id").to_pylist()
+        wanted = sorted({int(i) for mask in hits.values() for i in mask.nonzero()[0]})
+        records = dict(zip(wanted, alerts.take(wanted).to_pylist(), strict=True)) if wanted else {}
+        rows: dict[int, bytes] = {}
+        sent: dict[tuple[str, str, int], Sent] = {}
+        failures: list[str] = []
+        pending = 0
+
+        def delivered(err: Any, msg: Any, where: tuple[str, str, int]) -> None:
+            nonlocal pending
+            pending -= 1
+            if err is not None:
+                failures.append(f"{where[1]} alert {where[2]}: {err}")
+            else:
+                sent[where] = Sent(msg.partition(), msg.offset())
+
+        producer = self.producer
+        headers_base = [(HEADER_APP, self.app_id.encode()), (HEADER_BATCH, str(batch_id).encode())]
+        for flt in self.filters:
+            mask = hits.get(flt.name)
+            if mask is None:
+                continue
+            for i in mask.nonzero()[0]:
+                topic = flt.topic(surveys[i], self.topic_suffix)
+                where = (flt.name, topic, ids[i])
+                if (topic, ids[i]) in already:
+                    sent[where] = already[(topic, ids[i])]
+                    continue
+                if i not in rows:
+                    rows[i] = encode(records[int(i)])
+                while True:
+                    try:
+                        producer.produce(
+                            topic,
+                            value=rows[i],
+                            key=key,
+                            headers=[*headers_base, (HEADER_ALERT_ID, str(ids[i]).encode())],
+                            on_delivery=lambda err, msg, w=where: delivered(err, msg, w),
+                        )
+                        pending += 1
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+                producer.poll(0)
+        deadline = time.monotonic() + 120
+        while pending > 0 and time.monotonic() < deadline:
+            producer.flush(1.0)
+        if failures or pending:
+            raise RuntimeError(
+                f"{self.app_id} batch {batch_id}: {len(failures)} deliveries failed, {pending} unconfirmed "
+                f"(first: {failures[:3]}); the batch will be retried and completed after a restart"
+            )
+        for flt_name, mask in hits.items():
+            self.counts[flt_name] += int(mask.sum())
+        return sent
+
+    def _record_hits(
+        self, spark: SparkSession, alerts: pa.Table, sent: dict[tuple[str, str, int], Sent], batch_id: int
+    ) -> None:
+        if not sent:
+            return
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        info = {
+            i: r
+            for i, r in zip(
+                alerts.column("alert_id").to_pylist(),
+                alerts.select(["survey", "object_id", "kafka_timestamp", "night"]).to_pylist(),
+                strict=True,
+            )
+        }
+        now = dt.datetime.now(dt.UTC)
+        rows = [
+            {
+                "survey": info[alert_id]["survey"],
+                "alert_id": alert_id,
+                "object_id": info[alert_id]["object_id"],
+                "filter": flt,
+                "topic": topic,
+                "kafka_partition": s.partition,
+                "kafka_offset": s.offset,
+                "sent_at": now,
+                "kafka_timestamp": info[alert_id]["kafka_timestamp"],
+                "night": info[alert_id]["night"],
+                "distribute_app": self.app_id,
+                "distribute_batch": batch_id,
+            }
+            for (flt, topic, alert_id), s in sorted(sent.items(), key=lambda kv: (kv[0][1], kv[1].offset))
+        ]
+        frame = spark.createDataFrame(
+            pa.Table.from_pylist(rows, FILTER_HITS_SCHEMA).to_pandas(), from_arrow_schema(FILTER_HITS_SCHEMA)
+        )
+        (
+            frame.write.format("delta")
+            .mode("append")
+            .option("txnAppId", self.app_id)
+            .option("txnVersion", batch_id)
+            .option("userMetadata", json.dumps({"job": self.app_id, "batch_id": batch_id, "messages": len(rows)}))
+            .save(self.hits_uri)
+        )
+
+    # --- restart bookkeeping ------------------------------------------------------------------------------------
+
+    def _last_recorded_batch(self, spark: SparkSession) -> int:
+        from pyspark.sql import functions as F
+
+        row = (
+            spark.read.format("delta")
+            .load(self.hits_uri)
+            .where(F.col("distribute_app") == self.app_id)
+            .agg(F.max("distribute_batch").alias("b"))
+            .collect()[0]
+        )
+        return -1 if row["b"] is None else int(row["b"])
+
+    def _sent_by_killed_run(self, spark: SparkSession) -> dict[tuple[str, int], Sent]:
+        """Messages of this job in its topics after the last recorded offsets: sent by a run killed mid-batch."""
+        from confluent_kafka import TopicPartition
+        from pyspark.sql import functions as F
+
+        from alertlake.kafka import consumer
+
+        topics = self.topics()
+        recorded = {
+            (r["topic"], r["kafka_partition"]): r["o"]
+            for r in spark.read.format("delta")
+            .load(self.hits_uri)
+            .where(F.col("topic").isin(topics))
+            .groupBy("topic", "kafka_partition")
+            .agg(F.max("kafka_offset").alias("o"))
+            .collect()
+        }
+        reader = consumer(self.settings, f"{self.app_id}-recovery", **{"enable.partition.eof": True})
+        found: dict[tuple[str, int], Sent] = {}
+        try:
+            metadata = reader.list_topics(timeout=10)
+            assignment = []
+            for topic in topics:
+                for p in metadata.topics[topic].partitions if topic in metadata.topics else []:
+                    low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    start = max(low, recorded.get((topic, p), -1) + 1)
+                    if start < high:
+                        assignment.append(TopicPartition(topic, p, start))
+            if not assignment:
+                return found
+            reader.assign(assignment)
+            remaining = {(tp.topic, tp.partition) for tp in assignment}
+            deadline = time.monotonic() + 120
+            while remaining and time.monotonic() < deadline:
+                msg: Any = reader.poll(1.0)
+                if msg is None:
+                    continue
+                if msg.error():
+                    remaining.discard((msg.topic(), msg.partition()))
+                    continue
+                headers = dict(msg.headers() or [])
+                if headers.get(HEADER_APP) == self.app_id.encode() and HEADER_ALERT_ID in headers:
+                    found[(msg.topic(), int(headers[HEADER_ALERT_ID]))] = Sent(msg.partition(), msg.offset())
+            if remaining:
+                raise RuntimeError(f"{self.app_id}: could not read the end of {sorted(remaining)} to recover")
+        finally:
+            reader.close()
+        if found:
+            log.warning(
+                "%s: %d messages sent by a killed run were found in Kafka; they will be recorded, not sent again",
+                self.app_id,
+                len(found),
+            )
+        return found
+
+    # --- gold.objects ---------------------------------------------------------------------------------------------
+
+    def _merge_objects(self, rows: DataFrame, batch_id: int) -> None:
+        """MERGE the batch's state per object into gold.objects (idempotent per batch via Delta's txn confs)."""
+        from delta.tables import DeltaTable
+        from pyspark.sql import functions as F
+
+        spark = rows.sparkSession
+        scores = [c for c in object_score_columns() if c in rows.columns]
+        latest_cols = [c for c in (*OBJECT_LATEST, *scores) if c in rows.columns]
+        latest = F.max_by(F.struct(*latest_cols), F.struct("mjd", "alert_id"))
+        per_object = (
+            rows.groupBy("survey", "object_id")
+            .agg(
+                latest.alias("latest"),
+                F.count("*").cast("long").alias("n_alerts"),
+                F.min("mjd").alias("first_mjd"),
+                F.max("kafka_timestamp").alias("last_kafka_timestamp"),
+            )
+            .select(
+                "survey",
+                "object_id",
+                *[F.col(f"latest.{c}").alias(f"last_{c}" if c in OBJECT_LATEST else c) for c in latest_cols],
+                "n_alerts",
+                "first_mjd",
+                "last_kafka_timestamp",
+                F.current_timestamp().alias("updated_at"),
+            )
+        )
+        if not DeltaTable.isDeltaTable(spark, self.objects_uri):
+            ensure_table(spark, self.objects_uri, _arrow_of(per_object))
+            if self.register_tables:
+                register_in_trino(self.settings, [OBJECTS])
+        target = DeltaTable.forPath(spark, self.objects_uri)
+        newer = "s.last_mjd > t.last_mjd OR (s.last_mjd = t.last_mjd AND s.last_alert_id > t.last_alert_id)"
+        latest_set = {
+            c: f"s.{c}" for c in per_object.columns if c not in ("survey", "object_id", "n_alerts", "first_mjd")
+        }
+        counts: dict[str, str | Column] = {
+            "n_alerts": "t.n_alerts + s.n_alerts",
+            "first_mjd": "least(t.first_mjd, s.first_mjd)",
+        }
+        spark.conf.set("spark.databricks.delta.write.txnAppId", f"{self.app_id}-objects")
+        spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
+        try:
+            (
+                target.alias("t")
+                .merge(per_object.alias("s"), "t.survey = s.survey AND t.object_id = s.object_id")
+                .whenMatchedUpdate(condition=newer, set={**latest_set, **counts})
+                .whenMatchedUpdate(set=counts)
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        finally:
+            spark.conf.unset("spark.databricks.delta.write.txnAppId")
+            spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+
+def _arrow_of(df: DataFrame) -> pa.Schema:
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(df.schema, timezone="UTC")
+
+
+def register_in_trino(settings: Settings, names: list[str]) -> None:
+    """Expose gold tables in Trino when it answers (the platform DAG syncs them otherwise)."""
+    from jobs.ingest import register_in_trino as register
+
+    try:
+        register(settings, names)
+    except Exception as exc:  # noqa: BLE001 - serving lag must not stop distribution
+        log.warning("could not register %s in Trino (the platform DAG will): %s", names, exc)
+
+
+def filter_counts(settings: Settings) -> dict[str, dict[str, int]]:
+    """Messages per filter in gold.filter_hits of the live job: total and sent in the last 24 hours.
+
+    Read with delta-rs (no Spark), so the DAG task is light; empty when nothing was distributed yet.
+    """
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(table_uri(settings, FILTER_HITS)).to_pyarrow_table(
+            columns=["filter", "sent_at", "distribute_app"]
+        )
+    except TableNotFoundError:
+        return {}
+    table = table.filter(pc.equal(table["distribute_app"], APP_ID))
+    since = pa.scalar(dt.datetime.now(dt.UTC) - dt.timedelta(days=1), pa.timestamp("us", tz="UTC"))
+    recent = pc.greater_equal(table["sent_at"], since)
+    out: dict[str, dict[str, int]] = {}
+    for name, is_recent in zip(table["filter"].to_pylist(), recent.to_pylist(), strict=True):
+        entry = out.setdefault(name, {"total": 0, "last_24h": 0})
+        entry["total"] += 1
+        entry["last_24h"] += int(bool(is_recent))
+    return out
+
+
+# --- running ----------------------------------------------------------------------------------------------------
+
+
+def start(
+    spark: SparkSession,
+    settings: Settings,
+    trigger: str = "continuous",
+    interval: str = "1 second",
+    filters: FilterSet | None = None,
+    max_files: int = 50,
+    topic_suffix: str = "",
+    filters_dir: Path = FILTERS_DIR,
+    register_tables: bool = True,
+) -> tuple[StreamingQuery, DistributeJob]:
+    """Start the distribution query (``continuous`` or ``available-now``) and return it with its job.
+
+    ``topic_suffix`` appends to every topic (staging and tests; live topics have none).
+    """
+    from delta.tables import DeltaTable
+
+    silver_uri = table_uri(settings, SILVER)
+    if not DeltaTable.isDeltaTable(spark, silver_uri):
+        raise RuntimeError(f"{SILVER} does not exist at {silver_uri} yet: start the enrichment job first")
+    silver = spark.readStream.format("delta").option("maxFilesPerTrigger", str(max_files)).load(silver_uri)
+    filters = filters if filters is not None else load_filters(filters_dir, columns=silver.columns)
+    for name, reason in filters.rejected.items():
+        log.error("filter %s not distributed: %s", name, reason)
+    job = DistributeJob(settings, filters, topic_suffix=topic_suffix, register_tables=register_tables)
+    job.prepare(spark, silver.schema)
+    log.info("distributing %d filters to %d topics: %s", len(job.filters), len(job.topics()), ", ".join(job.topics()))
+    writer = (
+        silver.writeStream.queryName(APP_ID)
+        .foreachBatch(job.write_batch)
+        .option("checkpointLocation", checkpoint_uri(settings, APP_ID))
+    )
+    writer = (
+        writer.trigger(availableNow=True) if trigger == "available-now" else writer.trigger(processingTime=interval)
+    )
+    return writer.start(), job
+
+
+def replay_filter(
+    filter_name: str,
+    nights: list[str],
+    topic_suffix: str | None = None,
+    settings: Settings | None = None,
+    spark: SparkSession | None = None,
+) -> dict[str, Any]:
+    """Run filter ``filter_name`` (new or changed) over past ``nights`` of silver into separate topics.
+
+    Topics are ``<live topic>.replay-<suffix>`` (default suffix: today's date), so live streams are untouched.
+    Idempotent: re-running the same replay (same filter, nights and suffix) sends nothing twice (same job logic
+    as the live stream, one batch, app id ``replay-<filter>-<suffix>``). Returns what was sent.
+    """
+    from pyspark.sql import functions as F
+
+    settings = settings or get_settings()
+    suffix = topic_suffix or dt.date.today().isoformat()
+    if not nights:
+        raise ValueError("give at least one night (YYYY-MM-DD) to replay")
+    for night in nights:
+        dt.date.fromisoformat(night)
+    if spark is None:
+        from alertlake.spark import build_spark
+
+        spark = build_spark(settings, f"alertlake-replay-filter-{filter_name}")
+    silver = spark.read.format("delta").load(table_uri(settings, SILVER))
+    filters = load_filters(only=[filter_name], columns=silver.columns)
+    if filter_name not in filters.filters:
+        raise ValueError(f"cannot replay filter {filter_name!r}: {filters.rejected.get(filter_name, 'not found')}")
+    app_id = f"replay-{filter_name}-{suffix}"
+    job = DistributeJob(settings, filters, app_id=app_id, topic_suffix=f".replay-{suffix}", update_objects=False)
+    job.prepare(spark, silver.schema)
+    job.write_batch(silver.where(F.col("night").isin(nights)), 0)
+    return {"filter": filter_name, "nights": nights, "topics": job.topics(), "sent": dict(job.counts), "app_id": app_id}
+
+
+def replay_filter_command(
+    filter_name: str,
+    nights: list[str],
+    topic_suffix: str | None = None,
+) -> None:
+    """Replay a new or changed filter over past nights of silver into separate ``.replay-<suffix>`` topics.
+
+    Live streams are never touched; re-running the same replay sends nothing twice.
+    """
+    import typer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = replay_filter(filter_name, nights, topic_suffix)
+    except (ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(result, indent=2))
+
+
+def _typer_signature() -> None:
+    """Give replay_filter_command typer-friendly parameter metadata (arguments and options with help)."""
+    from typing import Annotated
+
+    import typer
+
+    replay_filter_command.__annotations__ = {
+        "filter_name": Annotated[str, typer.Argument(help="Filter to replay (file name in filters/)")],
+        "nights": Annotated[
+            list[str], typer.Option("--night", help="Observing night YYYY-MM-DD to replay (repeat for several)")
+        ],
+        "topic_suffix": Annotated[
+            str | None, typer.Option(help="Replay topic suffix: topics become <topic>.replay-<suffix> (default today)")
+        ],
+        "return": None,
+    }
+
+
+_typer_signature()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (used by the distribution DAG and the benchmark)."""
+    parser = argparse.ArgumentParser(description="silver.alerts -> filter topics (exactly once), gold tables")
+    parser.add_argument("--trigger", choices=["continuous", "available-now"], default="continuous")
+    parser.add_argument("--interval", default="1 second", help="processing-time trigger of continuous mode")
+    parser.add_argument("--max-files", type=int, default=50, help="silver files per micro-batch at most")
+    parser.add_argument("--timeout", type=float, default=0, help="continuous: stop after this many seconds")
+    parser.add_argument(
+        "--topic-suffix",
+        default=os.environ.get("ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX", ""),
+        help="append to every topic (staging, tests; env ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX); live: none",
+    )
+    parser.add_argument("--filters-dir", type=Path, default=FILTERS_DIR, help="folder of filter files")
+    parser.add_argument(
+        "--no-trino",
+        action="store_true",
+        default=bool(os.environ.get("ALERTLAKE_DISTRIBUTE_NO_TRINO")),
+        help="do not register gold tables in Trino (throw-away lakes; env ALERTLAKE_DISTRIBUTE_NO_TRINO)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    from alertlake.spark import build_spark
+
+    spark = build_spark(settings, "alertlake-distribute")
+    query, job = start(
+        spark,
+        settings,
+        args.trigger,
+        args.interval,
+        max_files=args.max_files,
+        topic_suffix=args.topic_suffix,
+        filters_dir=args.filters_dir,
+        register_tables=not args.no_trino,
+    )
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    try:
+        while query.isActive:
+            query.awaitTermination(10)
+            if deadline and time.monotonic() > deadline:
+                query.stop()
+    except KeyboardInterrupt:
+        query.stop()
+    log.info("sent per filter: %s", dict(job.counts))
+    if query.exception():
+        log.error("distribution failed: %s", query.exception())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
