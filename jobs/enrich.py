@@ -1,0 +1,863 @@
+"""Bronze -> silver: quality cuts and every science module on every alert, with provenance per module.
+
+One Spark Structured Streaming query per survey reads ``bronze.<survey>_alerts`` incrementally (Delta source).
+Each micro-batch is
+
+1. *enriched* in one vectorised pass per Arrow batch (``mapInArrow``): the canonical columns go to pandas
+   once, :mod:`alertlake.quality_cuts` flags them, then every science module runs in dependency order
+   (:func:`alertlake.modules.execution_order`) through :func:`alertlake.modules.run_module_safely` on the alerts
+   that passed the cuts (Fink's order: science is only trusted on alerts that pass). The ``history`` column goes
+   to the features module as an Arrow-backed column and back to Spark untouched, so no light curve is ever
+   turned into Python objects. A module that raises gives null outputs and an error code for those rows
+   (``<module>_error``); the batch and the stream go on;
+2. *stamped* with provenance: ``<module>_version`` and ``<module>_model_uri`` of the model version that ran.
+   Versions are resolved once per run (``models:/<name>@champion``, or a version pinned with
+   ``--module name@version``) on the driver, downloaded once into the cache, and broadcast to the executors,
+   which load each model once per Python worker. A moved alias takes effect at the next run;
+3. *written idempotently*, keyed on ``(survey, alert_id)``: a row already in ``silver.alerts`` is not written
+   again (a retried batch, or a night already recomputed by a replay), and the batch's figures go into the
+   Delta commit (``userMetadata``); then the data-quality gate (:func:`alertlake.quality.gate_batch`) checks it.
+
+The same code runs continuously (processing-time trigger) or bounded (``--trigger available-now``), and
+recomputes a night with pinned versions (:func:`replay_enrich`, ``alertlake replay enrich``): a batch read of
+the night's bronze rows whose result overwrites the night (``replaceWhere``); the previous result stays
+readable by Delta time travel.
+
+    python -m jobs.enrich [--survey ztf --survey lsst] [--trigger continuous|available-now] [--module sso@3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+import pyarrow as pa
+
+from alertlake import modules as registry
+from alertlake.lake import checkpoint_uri, table_uri
+from alertlake.modules import OUTPUT_TYPES, ScienceModule, error_column, null_outputs, run_module_safely
+from alertlake.quality_cuts import QUALITY_COLUMNS, quality_cuts
+from alertlake.settings import Settings, get_settings
+from alertlake.surveys.canonical import COLUMN_NAMES
+from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger("alertlake.enrich")
+
+SILVER = "silver.alerts"
+SURVEYS = ("ztf", "lsst")
+KEY = ("survey", "alert_id")
+#: Columns silver carries beside the canonical, quality and module columns.
+LINEAGE = pa.schema(
+    [
+        pa.field("kafka_timestamp", pa.timestamp("us", tz="UTC")),  # from bronze: end-to-end latency
+        pa.field("enrich_batch", pa.string()),  # "<job>:<batch id>", the data-quality gate's batch key
+        pa.field("enrich_time", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# Progress bars of MLflow downloads would flood job and task logs.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a module put in fault-drill mode (``--fault-drill NAME``): rehearses a module failing."""
+
+
+# ------------------------------------------------------------------------------------------- model versions
+@dataclass(frozen=True)
+class ModuleRef:
+    """One module version as a run uses it: what the driver resolved and broadcasts to the executors."""
+
+    name: str
+    version: int
+    uri: str  # models:/<name>/<version>, recorded in every row
+    outputs: dict[str, str]
+    local_path: str | None = None  # downloaded copy in the cache (None: executors load from the URI)
+    fault_drill: bool = False
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The provenance columns' values for this version."""
+        return {f"{self.name}_version": self.version, f"{self.name}_model_uri": self.uri}
+
+
+def parse_pins(specs: Iterable[str]) -> dict[str, str]:
+    """``["sso@3", "xmatch@champion"]`` -> ``{"sso": "3", "xmatch": "champion"}``, checking module names."""
+    pins: dict[str, str] = {}
+    known = registry.all_modules()
+    for spec in specs:
+        name, sep, ref = spec.partition("@")
+        if not sep or not ref:
+            raise ValueError(f"--module {spec!r}: expected NAME@VERSION (e.g. sso@3) or NAME@ALIAS")
+        if name not in known:
+            raise ValueError(f"--module {spec!r}: unknown module {name!r}; known: {', '.join(known)}")
+        pins[name] = ref
+    return pins
+
+
+def ensure_registered(alias: str = "champion") -> dict[str, int]:
+    """Register (as ``alias``) every module that has no version under that alias yet; return name -> version.
+
+    Modules are registered in dependency order and dependencies built here are reused. Fails fast with
+    :class:`alertlake.modules.MlflowUnreachable` naming the URL when MLflow does not answer.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = registry.require_mlflow()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions: dict[str, int] = {}
+    prepared: dict[str, ScienceModule] = {}
+    for cls in registry.execution_order(list(registry.all_modules().values())):
+        try:
+            versions[cls.name] = int(client.get_model_version_by_alias(cls.name, alias).version)
+            continue
+        except MlflowException:
+            pass
+        module = cls()
+        registered = registry.register(module, alias=alias, prepared=prepared)
+        prepared[cls.name] = module
+        versions[cls.name] = registered.version
+        log.info("registered module %s as version %d @%s", cls.name, registered.version, alias)
+    return versions
+
+
+def resolve_modules(
+    settings: Settings, pins: dict[str, str] | None = None, fault_drill: Iterable[str] = ()
+) -> list[ModuleRef]:
+    """Resolve every module once (champion unless pinned), in execution order, and cache its files locally.
+
+    Raises :class:`alertlake.modules.MlflowUnreachable` naming the URL when MLflow does not answer, and a
+    clear error when a module has no champion (run ``alertlake modules register NAME --alias champion``).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    pins = dict(pins or {})
+    drill = set(fault_drill)
+    classes = registry.execution_order(list(registry.all_modules().values()))
+    unknown = (set(pins) | drill) - {c.name for c in classes}
+    if unknown:
+        raise ValueError(f"unknown modules {sorted(unknown)}; known: {', '.join(c.name for c in classes)}")
+    uri = registry.require_mlflow(settings.mlflow_tracking_uri)
+    # models:/ downloads resolve through the process-wide registry URI, whatever the client says.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    refs = []
+    for cls in classes:
+        ref = pins.get(cls.name, "champion")
+        try:
+            mv = (
+                client.get_model_version(cls.name, ref)
+                if ref.isdigit()
+                else client.get_model_version_by_alias(cls.name, ref)
+            )
+        except MlflowException as exc:
+            raise RuntimeError(
+                f"module {cls.name!r} has no version {ref!r} in MLflow at {uri}: register it "
+                f"(`alertlake modules register {cls.name} --alias champion`) or pin an existing version ({exc})"
+            ) from exc
+        version = int(mv.version)
+        model_uri = registry.model_uri(cls.name, version)
+        local = _download(settings, uri, cls.name, version, mv.run_id or "norun", model_uri)
+        refs.append(
+            ModuleRef(cls.name, version, model_uri, dict(cls.outputs), str(local), fault_drill=cls.name in drill)
+        )
+        log.info("module %s: %s -> version %d (%s)", cls.name, ref, version, model_uri)
+    return refs
+
+
+def _download(settings: Settings, tracking_uri: str, name: str, version: int, run_id: str, model_uri: str) -> Path:
+    """The model's files in the local cache; a registered version never changes, so one download serves all runs."""
+    import mlflow.artifacts
+
+    target = settings.cache_dir / "models" / name / f"{version}-{run_id[:12]}"
+    if (target / "MLmodel").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=target.parent))
+    try:
+        path = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=str(staging), tracking_uri=tracking_uri, registry_uri=tracking_uri
+            )
+        )
+        try:
+            path.rename(target)
+        except OSError:
+            if not (target / "MLmodel").exists():  # another run finished the same download first: fine
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+# Executor side: each Python worker loads a model version once and keeps it for every later batch.
+_LOADED: dict[str, ScienceModule] = {}
+
+
+def _module_for(ref: ModuleRef) -> ScienceModule:
+    module = _LOADED.get(ref.uri)
+    if module is None:
+        import mlflow.pyfunc
+
+        # Import the module classes before any model prepends its own code copy (holding only that module and
+        # its dependencies) to sys.path: every model then uses the one `modules` package.
+        registry.all_modules()
+
+        source = ref.local_path if ref.local_path and Path(ref.local_path, "MLmodel").exists() else ref.uri
+        module = mlflow.pyfunc.load_model(source).unwrap_python_model().module
+        if module is None or dict(module.outputs) != ref.outputs:
+            raise registry.ModuleError(
+                f"{ref.uri} loaded with outputs {getattr(module, 'outputs', None)}, expected {ref.outputs}"
+            )
+        _LOADED[ref.uri] = module
+    return module
+
+
+class _FaultDrill(ScienceModule):
+    """Base of modules in fault-drill mode: ``predict`` always raises :class:`InjectedFault`."""
+
+    inputs: ClassVar[list[str]] = []
+
+    def predict(self, alerts: pd.DataFrame) -> pd.DataFrame:
+        raise InjectedFault(f"fault drill: module {self.name} made to fail on a batch of {len(alerts)} alerts")
+
+
+def _fault_drill(ref: ModuleRef) -> ScienceModule:
+    """A stand-in with the module's name and outputs whose ``predict`` raises (``--fault-drill NAME``)."""
+    cls = type(f"FaultDrill_{ref.name}", (_FaultDrill,), {"name": ref.name, "outputs": dict(ref.outputs)})
+    return cls()
+
+
+# ------------------------------------------------------------------------------------------- the pure core
+def enrich_frame(
+    alerts: pd.DataFrame, modules: Sequence[tuple[str, ScienceModule]], timings: dict[str, float] | None = None
+) -> pd.DataFrame:
+    """Quality cuts, then every module (in the given order) on the alerts that pass: the pure core of the job.
+
+    ``alerts`` holds canonical columns. Returns, on ``alerts.index``, ``quality_pass``, ``quality_reason`` and for
+    each module its declared outputs (null for rows that failed the cuts or when the module failed) and
+    ``<module>_error``. ``timings`` (optional) receives the seconds spent in each module.
+    """
+    flags = quality_cuts(alerts)
+    passing = flags["quality_pass"].to_numpy(dtype=bool)
+    frame = alerts.join(flags)
+    chosen = frame.loc[passing]
+    result = [flags]
+    for name, module in modules:
+        full = null_outputs(module.outputs, frame.index)
+        errors = pd.Series(None, index=frame.index, name=error_column(name), dtype=object)
+        if len(chosen):
+            started = time.perf_counter()
+            outputs, codes = run_module_safely(module, chosen[list(module.inputs)])
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+            for col in full.columns:
+                full.loc[passing, col] = outputs[col].to_numpy()
+            errors.loc[passing] = codes.to_numpy()
+            chosen = chosen.join(outputs)
+        result.extend([full, errors.to_frame()])
+    return pd.concat(result, axis=1)
+
+
+def module_columns(refs: Sequence[ModuleRef]) -> pa.Schema:
+    """Arrow schema of what the enrichment adds per row: quality columns, then per module outputs and error."""
+    fields = [pa.field("quality_pass", pa.bool_()), pa.field("quality_reason", pa.string())]
+    for ref in refs:
+        fields += [pa.field(c, OUTPUT_TYPES[t].arrow) for c, t in ref.outputs.items()]
+        fields.append(pa.field(error_column(ref.name), pa.string()))
+    return pa.schema(fields)
+
+
+def silver_schema(refs: Sequence[ModuleRef]) -> pa.Schema:
+    """Columns of ``silver.alerts``: canonical, quality, per module (outputs, version, model URI, error), lineage."""
+    fields = list(CANONICAL_SCHEMA) + [
+        pa.field(c, pa.bool_() if t == "boolean" else pa.string()) for c, t in QUALITY_COLUMNS.items()
+    ]
+    for ref in refs:
+        fields += [pa.field(c, OUTPUT_TYPES[t].arrow) for c, t in ref.outputs.items()]
+        fields += [
+            pa.field(f"{ref.name}_version", pa.int32()),
+            pa.field(f"{ref.name}_model_uri", pa.string()),
+            pa.field(error_column(ref.name), pa.string()),
+        ]
+    return pa.schema(fields + list(LINEAGE))
+
+
+def enricher(refs: Sequence[ModuleRef]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: each input batch (canonical columns + lineage) gains the module columns.
+
+    ``refs`` (a few hundred bytes) travel inside the task closure: Spark ships it to every executor with the
+    task binary, which is how the versions resolved once on the driver reach the Python workers.
+    """
+    resolved = list(refs)
+
+    def enrich(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        modules = [(r.name, _fault_drill(r) if r.fault_drill else _module_for(r)) for r in resolved]
+        added = module_columns(resolved)
+        for batch in batches:
+            yield _enrich_batch(batch, modules, added)
+
+    return enrich
+
+
+def _enrich_batch(
+    batch: pa.RecordBatch, modules: Sequence[tuple[str, ScienceModule]], added: pa.Schema
+) -> pa.RecordBatch:
+    plain = [c for c in COLUMN_NAMES if c != "history" and c in batch.schema.names]
+    alerts = pa.Table.from_batches([batch.select(plain)]).to_pandas()
+    if "history" in batch.schema.names:
+        # Arrow-backed: the features module flattens it without building Python objects per entry.
+        alerts["history"] = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([batch.column("history")])))
+    enriched = enrich_frame(alerts, modules)
+    arrays = list(batch.columns)
+    for f in added:
+        arrays.append(pa.array(enriched[f.name], type=f.type, from_pandas=True))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(list(batch.schema) + list(added)))
+
+
+def silver_rows(bronze: DataFrame, refs: Sequence[ModuleRef], enrich_batch: str) -> DataFrame:
+    """Bronze rows (any surveys) -> silver rows: the whole transformation, shared by the stream and the replay."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import StructType
+
+    inputs = bronze.select("canonical.*", "kafka_timestamp")
+    out_type = StructType(inputs.schema.fields + from_arrow_schema(module_columns(refs)).fields)
+    enriched = inputs.mapInArrow(enricher(refs), out_type)
+    columns: list[Any] = [F.col(c) for c in COLUMN_NAMES] + [F.col(c) for c in QUALITY_COLUMNS]
+    for ref in refs:
+        columns += [F.col(c) for c in ref.outputs]
+        columns += [
+            F.lit(ref.version).cast("int").alias(f"{ref.name}_version"),
+            F.lit(ref.uri).alias(f"{ref.name}_model_uri"),
+            F.col(error_column(ref.name)),
+        ]
+    columns += [
+        F.col("kafka_timestamp"),
+        F.lit(enrich_batch).alias("enrich_batch"),
+        F.current_timestamp().alias("enrich_time"),
+    ]
+    return enriched.select(*columns)
+
+
+# ------------------------------------------------------------------------------------------- writing
+@dataclass
+class BatchFigures:
+    """What one enrichment batch did, from a single aggregation over its rows."""
+
+    rows: int = 0
+    passed_cuts: int = 0
+    nights: list[str] = field(default_factory=list)
+    surveys: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: DataFrame, refs: Sequence[ModuleRef]) -> BatchFigures:
+        """Count rows, cut passes and module errors per night and survey in one Spark action."""
+        from pyspark.sql import functions as F
+
+        aggs = [F.count(F.lit(1)).alias("rows"), F.sum(F.col("quality_pass").cast("int")).alias("passed")]
+        aggs += [F.count(F.col(error_column(r.name))).alias(f"err_{r.name}") for r in refs]
+        figures = cls()
+        for row in rows.groupBy("night", "survey").agg(*aggs).collect():
+            figures.rows += int(row["rows"])
+            figures.passed_cuts += int(row["passed"] or 0)
+            figures.nights.append(row["night"])
+            figures.surveys.append(row["survey"])
+            for r in refs:
+                figures.errors[r.name] = figures.errors.get(r.name, 0) + int(row[f"err_{r.name}"])
+        figures.nights = sorted(set(figures.nights))
+        figures.surveys = sorted(set(figures.surveys))
+        return figures
+
+
+def ensure_silver(spark: SparkSession, settings: Settings, refs: Sequence[ModuleRef]) -> None:
+    """Create ``silver.alerts`` (partitioned by night) and the bronze tables it reads, if missing."""
+    from jobs.ingest import bronze_schema, bronze_table, ensure_table
+
+    for survey in SURVEYS:
+        ensure_table(spark, table_uri(settings, bronze_table(survey)), bronze_schema(survey), "night")
+    ensure_table(spark, table_uri(settings, SILVER), silver_schema(refs), "night")
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    from alertlake.trino import sql_string
+
+    return ", ".join(sql_string(v) for v in values)
+
+
+def gate(spark: SparkSession, settings: Settings, rows: DataFrame, batch_key: str) -> Any:
+    """Run the data-quality gate on a written batch; a gate not implemented yet only warns."""
+    from alertlake import quality
+
+    try:
+        return quality.gate_batch(spark, settings, rows, table=SILVER, batch_key=batch_key)
+    except NotImplementedError as exc:
+        log.warning("data-quality gate not available (%s): batch %s not checked", exc, batch_key)
+        return None
+
+
+@dataclass
+class EnrichJob:
+    """One enrichment query (or replay): the module versions it runs and how it writes silver."""
+
+    settings: Settings
+    app_id: str
+    refs: list[ModuleRef]
+    history: list[dict[str, Any]] = field(default_factory=list)  # figures of every batch, newest last
+
+    @property
+    def silver_uri(self) -> str:
+        return table_uri(self.settings, SILVER)
+
+    def prepare(self, spark: SparkSession) -> None:
+        """Create the tables if needed and expose silver in Trino."""
+        from jobs.ingest import register_in_trino
+
+        ensure_silver(spark, self.settings, self.refs)
+        register_in_trino(self.settings, [SILVER])
+
+    def write_batch(self, bronze: DataFrame, batch_id: int) -> None:
+        """Enrich one micro-batch and append its new rows to silver (rows already there are skipped)."""
+        from pyspark.sql import functions as F
+
+        t0 = time.monotonic()
+        spark = bronze.sparkSession
+        key = f"{self.app_id}:{batch_id}"
+        rows = silver_rows(bronze, self.refs, key).persist()
+        try:
+            figures = BatchFigures.of(rows, self.refs)
+            if not figures.rows:
+                return
+            t_enriched = time.monotonic()
+            # Keyed insert: only the batch's keys already in silver (usually none) are looked up, then dropped.
+            existing = (
+                spark.read.format("delta")
+                .load(self.silver_uri)
+                .where(F.col("night").isin(figures.nights) & F.col("survey").isin(figures.surveys))
+                .select(*KEY)
+                .join(F.broadcast(rows.select(*KEY)), list(KEY), "left_semi")
+            )
+            new_rows = rows.join(F.broadcast(existing), list(KEY), "left_anti")
+            meta = self._meta(key, figures)
+            (
+                new_rows.write.format("delta")
+                .mode("append")
+                .option("mergeSchema", "true")
+                .option("userMetadata", json.dumps(meta))
+                .save(self.silver_uri)
+            )
+            t_written = time.monotonic()
+            gate(spark, self.settings, rows, key)
+            self._report(key, figures, meta, t0, t_enriched, t_written)
+        finally:
+            rows.unpersist()
+
+    def overwrite_night(
+        self, spark: SparkSession, bronze: DataFrame, night: str, surveys: Sequence[str], key: str
+    ) -> BatchFigures:
+        """Recompute ``night`` from ``bronze`` and replace that night's silver rows of ``surveys`` in one commit."""
+        t0 = time.monotonic()
+        rows = silver_rows(bronze, self.refs, key).persist()
+        try:
+            figures = BatchFigures.of(rows, self.refs)
+            t_enriched = time.monotonic()
+            meta = self._meta(key, figures)
+            (
+                rows.write.format("delta")
+                .mode("overwrite")
+                .option("replaceWhere", f"night = '{night}' AND survey IN ({_sql_list(surveys)})")
+                .option("mergeSchema", "true")
+                .option("userMetadata", json.dumps(meta))
+                .save(self.silver_uri)
+            )
+            t_written = time.monotonic()
+            gate(spark, self.settings, rows, key)
+            self._report(key, figures, meta, t0, t_enriched, t_written)
+            return figures
+        finally:
+            rows.unpersist()
+
+    def _meta(self, key: str, figures: BatchFigures) -> dict[str, Any]:
+        return {
+            "job": self.app_id,
+            "enrich_batch": key,
+            "rows": figures.rows,
+            "passed_cuts": figures.passed_cuts,
+            "nights": figures.nights,
+            "module_errors": figures.errors,
+            "versions": {r.name: r.version for r in self.refs},
+        }
+
+    def _report(self, key: str, figures: BatchFigures, meta: dict[str, Any], t0: float, t1: float, t2: float) -> None:
+        self.history.append({**meta, "seconds": time.monotonic() - t0})
+        failed = {k: v for k, v in figures.errors.items() if v}
+        log.info(
+            "%s: %d alerts (%d passed the cuts) -> silver in %.1f s (enrich %.1f, write %.1f, gate %.1f)%s",
+            key,
+            figures.rows,
+            figures.passed_cuts,
+            time.monotonic() - t0,
+            t1 - t0,
+            t2 - t1,
+            time.monotonic() - t2,
+            f"; module errors: {failed}" if failed else "",
+        )
+        if failed:
+            log.error("%s: science modules failed on some alerts (outputs null, see <module>_error): %s", key, failed)
+
+
+# ------------------------------------------------------------------------------------------- running
+def start(
+    spark: SparkSession,
+    settings: Settings,
+    survey: str,
+    refs: list[ModuleRef],
+    trigger: str = "continuous",
+    interval: str = "5 seconds",
+    max_files: int = 1000,
+    name: str | None = None,
+) -> tuple[StreamingQuery, EnrichJob]:
+    """Start the enrichment query of ``survey`` with the resolved module versions ``refs``."""
+    from jobs.ingest import bronze_table
+
+    name = name or f"enrich_{survey}"
+    job = EnrichJob(settings, app_id=name, refs=refs)
+    job.prepare(spark)
+    source = (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", str(max_files))
+        .option("skipChangeCommits", "true")  # maintenance (OPTIMIZE, retention) never re-sends alerts
+        .load(table_uri(settings, bronze_table(survey)))
+    )
+    writer = (
+        source.writeStream.queryName(name)
+        .foreachBatch(job.write_batch)
+        .option("checkpointLocation", checkpoint_uri(settings, name))
+    )
+    writer = (
+        writer.trigger(availableNow=True) if trigger == "available-now" else writer.trigger(processingTime=interval)
+    )
+    return writer.start(), job
+
+
+def run(
+    settings: Settings | None = None,
+    surveys: Sequence[str] = SURVEYS,
+    trigger: str = "available-now",
+    pins: dict[str, str] | None = None,
+    fault_drill: Iterable[str] = (),
+    interval: str = "5 seconds",
+    timeout: float = 0,
+    max_files: int = 1000,
+    spark: SparkSession | None = None,
+    name_suffix: str = "",
+) -> dict[str, Any]:
+    """Run the enrichment of ``surveys`` (bounded by default) until done or ``timeout`` seconds; return figures.
+
+    Module versions are resolved first, so an unreachable MLflow fails here, before Spark starts any query.
+    Queries are named (and checkpointed) ``enrich_<survey><name_suffix>``.
+    """
+    settings = settings or get_settings()
+    refs = resolve_modules(settings, pins, fault_drill)
+    if spark is None:
+        from alertlake.spark import build_spark
+
+        spark = build_spark(settings, "alertlake-enrich")
+    started = [
+        start(spark, settings, s, refs, trigger, interval, max_files, f"enrich_{s}{name_suffix}") for s in surveys
+    ]
+    deadline = time.monotonic() + timeout if timeout else None
+    failures = []
+    try:
+        for query, _ in started:
+            while query.isActive:
+                query.awaitTermination(10)
+                if deadline and time.monotonic() > deadline:
+                    query.stop()
+            if query.exception():
+                failures.append(f"{query.name}: {query.exception()}")
+    except KeyboardInterrupt:
+        for query, _ in started:
+            query.stop()
+    if failures:
+        raise RuntimeError("enrichment failed: " + "; ".join(failures))
+    batches = [b for _, job in started for b in job.history]
+    return {
+        "versions": {r.name: r.version for r in refs},
+        "batches": len(batches),
+        "rows": sum(b["rows"] for b in batches),
+        "module_errors": {r.name: sum(b["module_errors"].get(r.name, 0) for b in batches) for r in refs},
+        "nights": sorted({n for b in batches for n in b["nights"]}),
+    }
+
+
+def replay_enrich(
+    night: str,
+    modules: Sequence[str] = (),
+    *,
+    surveys: Sequence[str] = SURVEYS,
+    settings: Settings | None = None,
+    spark: SparkSession | None = None,
+) -> dict[str, Any]:
+    """Recompute ``night`` of silver from bronze with pinned module versions (``["sso@3"]``; others: champion).
+
+    Replaces that night's rows of ``surveys`` in one Delta commit; the previous result stays readable by time
+    travel (``versionAsOf`` the returned ``previous_version``). Rerunning with the same versions writes the same
+    values. Returns the versions used, the rows written and the silver table versions before and after.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from jobs.ingest import bronze_table
+
+    try:
+        dt.date.fromisoformat(night)
+    except ValueError as exc:
+        raise ValueError(f"night {night!r} is not a date YYYY-MM-DD ({exc})") from None
+    settings = settings or get_settings()
+    refs = resolve_modules(settings, parse_pins(modules))
+    if spark is None:
+        from alertlake.spark import build_spark
+
+        spark = build_spark(settings, "alertlake-replay-enrich")
+    name = f"replay_enrich_{night.replace('-', '')}"
+    job = EnrichJob(settings, app_id=name, refs=refs)
+    job.prepare(spark)
+    silver = DeltaTable.forPath(spark, job.silver_uri)
+    before = int(silver.history(1).select("version").first()[0])  # type: ignore[index]
+    parts = [
+        spark.read.format("delta").load(table_uri(settings, bronze_table(s))).where(F.col("night") == night)
+        for s in surveys
+    ]
+    bronze = parts[0].select("canonical", "kafka_timestamp")
+    for part in parts[1:]:
+        bronze = bronze.unionByName(part.select("canonical", "kafka_timestamp"))
+    key = f"{name}:{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+    figures = job.overwrite_night(spark, bronze, night, surveys, key)
+    after = int(silver.history(1).select("version").first()[0])  # type: ignore[index]
+    return {
+        "night": night,
+        "surveys": list(surveys),
+        "versions": {r.name: r.version for r in refs},
+        "rows": figures.rows,
+        "module_errors": figures.errors,
+        "enrich_batch": key,
+        "previous_version": before,
+        "version": after,
+    }
+
+
+#: Registration metrics (cross-validated, from the training run) a challenger may not lose by more than this.
+SKILL_METRICS = ("cv_roc_auc", "cv_accuracy", "cv_f1")
+SKILL_TOLERANCE = 0.02
+PROMOTION_EXPERIMENT = "alertlake-promotions"
+#: A challenger may be slower than the champion, but not both under half its speed and under this rate.
+FAST_ENOUGH_ALERTS_PER_S = 5_000.0
+SPEED_REPEATS = 5
+
+
+def reference_alerts(settings: Settings, night: str | None, spark: SparkSession | None = None) -> pd.DataFrame:
+    """Canonical rows to score versions on: the night's bronze alerts (all surveys), or the shared sample."""
+    if not night:
+        return registry.sample_alerts().drop(columns=list(QUALITY_COLUMNS))
+    from pyspark.sql import functions as F
+
+    from jobs.ingest import bronze_table
+
+    if spark is None:
+        from alertlake.spark import build_spark
+
+        spark = build_spark(settings, "alertlake-promotion")
+    frames = [
+        spark.read.format("delta")
+        .load(table_uri(settings, bronze_table(s)))
+        .where(F.col("night") == night)
+        .select("canonical.*")
+        .toPandas()
+        for s in SURVEYS
+        if _is_delta(spark, table_uri(settings, bronze_table(s)))
+    ]
+    alerts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if alerts.empty:
+        raise ValueError(f"no bronze alerts on night {night}: choose a night that was ingested")
+    return alerts
+
+
+def _is_delta(spark: SparkSession, uri: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return bool(DeltaTable.isDeltaTable(spark, uri))
+
+
+def score_versions(
+    name: str,
+    challenger: str | int = "challenger",
+    champion: str | int = "champion",
+    night: str | None = None,
+    settings: Settings | None = None,
+    spark: SparkSession | None = None,
+) -> dict[str, Any]:
+    """Score a challenger against the champion of module ``name`` on a reference night; log it to MLflow.
+
+    Both versions run on the same alerts (the night's bronze alerts, or the shared sample when ``night`` is
+    None) after the quality cuts, their dependencies at champion. The challenger passes when it raises no error,
+    returns no more nulls than the champion (+1 %), is at least half as fast or fast enough anyway
+    (:data:`FAST_ENOUGH_ALERTS_PER_S`, best of :data:`SPEED_REPEATS` runs), and loses no more than
+    :data:`SKILL_TOLERANCE` on any cross-validated skill metric of its training run. Returns the comparison,
+    with ``passed`` and ``reasons``; the MLflow run id is in ``run_id``.
+    """
+    import mlflow
+
+    settings = settings or get_settings()
+    uri = registry.require_mlflow()
+    mlflow.set_tracking_uri(uri)
+    alerts = reference_alerts(settings, night, spark)
+    cls = registry.get(name)
+    deps = [c for c in registry.execution_order(list(registry.all_modules().values())) if c.name in _needed(name)]
+    upstream = [(c.name, registry.load(c.name).module) for c in deps]
+    frame = alerts.join(enrich_frame(alerts, upstream))
+    frame = frame.loc[frame["quality_pass"].to_numpy(dtype=bool)]
+    inputs = frame[list(cls.inputs)]
+    described = {v["version"]: v for v in registry.describe(name)["versions"]}
+    scored: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, pd.DataFrame] = {}
+    for role, ref in (("champion", champion), ("challenger", challenger)):
+        loaded = registry.load(name, ref)
+        run_module_safely(loaded, inputs.head(10))  # warm-up: lazy imports must not count against a version
+        seconds = float("inf")
+        for _ in range(SPEED_REPEATS):  # best of a few: one slow run on a busy machine says nothing
+            started = time.perf_counter()
+            out, codes = run_module_safely(loaded, inputs)
+            seconds = min(seconds, time.perf_counter() - started)
+        outputs[role] = out
+        skill = described.get(loaded.version, {}).get("metrics", {})
+        scored[role] = {
+            "version": loaded.version,
+            "error": codes.dropna().iloc[0] if codes.notna().any() else None,
+            "alerts_per_s": len(inputs) / max(seconds, 1e-9),
+            "null_fraction": float(out.isna().to_numpy().mean()) if len(out) else 0.0,
+            **{k: float(skill[k]) for k in SKILL_METRICS if k in skill},
+        }
+    agreement = {}
+    for col, typ in cls.outputs.items():
+        a, b = outputs["champion"][col], outputs["challenger"][col]
+        if typ in ("double", "float"):
+            agreement[f"mean_abs_diff.{col}"] = float((a.astype(float) - b.astype(float)).abs().mean())
+        else:
+            same = (a.astype(object) == b.astype(object)) | (a.isna() & b.isna())
+            agreement[f"agreement.{col}"] = float(same.mean())
+    champ, chall = scored["champion"], scored["challenger"]
+    reasons = []
+    if chall["error"]:
+        reasons.append(f"challenger raised {chall['error']}")
+    if chall["null_fraction"] > champ["null_fraction"] + 0.01:
+        reasons.append(f"more null outputs ({chall['null_fraction']:.3f} vs {champ['null_fraction']:.3f})")
+    if chall["alerts_per_s"] < 0.5 * champ["alerts_per_s"] and chall["alerts_per_s"] < FAST_ENOUGH_ALERTS_PER_S:
+        reasons.append(f"slower ({chall['alerts_per_s']:.0f} vs {champ['alerts_per_s']:.0f} alerts/s)")
+    for metric in SKILL_METRICS:
+        if metric in champ and chall.get(metric, -1.0) < champ[metric] - SKILL_TOLERANCE:
+            reasons.append(f"{metric} {chall.get(metric)} below champion's {champ[metric]:.3f}")
+    result = {
+        "module": name,
+        "night": night,
+        "reference": f"bronze night {night}" if night else "shared sample alerts",
+        "alerts": len(inputs),
+        "champion": champ,
+        "challenger": chall,
+        "agreement": agreement,
+        "passed": not reasons,
+        "reasons": reasons,
+    }
+    mlflow.set_experiment(PROMOTION_EXPERIMENT)
+    with mlflow.start_run(run_name=f"{name} v{chall['version']} vs v{champ['version']}") as run:
+        mlflow.log_params(
+            {"module": name, "champion_version": champ["version"], "challenger_version": chall["version"]}
+            | {"reference": result["reference"], "alerts": len(inputs)}
+        )
+        metrics = {
+            f"{role}.{k}": float(v)
+            for role in ("champion", "challenger")
+            for k, v in scored[role].items()
+            if k not in ("version", "error")
+        }
+        mlflow.log_metrics(metrics | agreement | {"passed": float(not reasons)})
+        mlflow.set_tags(
+            {"alertlake.module": name, "alertlake.passed": str(not reasons), "alertlake.reasons": "; ".join(reasons)}
+        )
+        mlflow.log_dict(result, "comparison.json")
+        result["run_id"] = run.info.run_id
+    return result
+
+
+def _needed(name: str) -> set[str]:
+    """Names of the modules ``name`` depends on, transitively."""
+    seen: set[str] = set()
+    pending = list(registry.get(name).depends_on())
+    while pending:
+        n = pending.pop()
+        if n not in seen:
+            seen.add(n)
+            pending.extend(registry.get(n).depends_on())
+    return seen
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (used by the enrichment DAG and ``alertlake replay enrich``)."""
+    parser = argparse.ArgumentParser(description="bronze -> silver enrichment (quality cuts + science modules)")
+    parser.add_argument("--survey", action="append", choices=SURVEYS, help="survey(s) to enrich; default all")
+    parser.add_argument("--trigger", choices=["continuous", "available-now"], default="continuous")
+    parser.add_argument("--interval", default="5 seconds", help="processing-time trigger of continuous mode")
+    parser.add_argument("--module", action="append", default=[], help="pin a version: NAME@VERSION (repeatable)")
+    parser.add_argument("--replay-night", help="recompute the night YYYY-MM-DD from bronze (bounded, overwrite)")
+    parser.add_argument("--timeout", type=float, default=0, help="continuous: stop after this many seconds")
+    parser.add_argument("--register", action="store_true", help="first register modules that have no champion")
+    parser.add_argument("--fault-drill", action="append", default=[], help="make module NAME fail (rehearsal)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    surveys = args.survey or list(SURVEYS)
+    try:
+        if args.register:
+            ensure_registered()
+        if args.replay_night:
+            summary = replay_enrich(args.replay_night, args.module, surveys=surveys)
+        else:
+            summary = run(
+                surveys=surveys,
+                trigger=args.trigger,
+                pins=parse_pins(args.module),
+                fault_drill=args.fault_drill,
+                interval=args.interval,
+                timeout=args.timeout,
+            )
+    except registry.MlflowUnreachable as exc:
+        log.error("%s", exc)
+        return 2
+    except (RuntimeError, ValueError) as exc:
+        log.error("enrichment failed: %s", exc)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
