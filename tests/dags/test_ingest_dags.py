@@ -15,7 +15,7 @@ DAGS = Path(__file__).resolve().parents[2] / "dags"
 pytestmark = pytest.mark.integration
 
 
-def _dag(dag_id: str):  # type: ignore[no-untyped-def]
+def _dag(dag_id: str):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS)).get_dag(dag_id)
