@@ -7,9 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 STACK := $(PY) infra/stack.py
 
-.PHONY: install venv jvm browser services-up services-down services-status lint test test-unit demo bench clean-state
+.PHONY: install venv jvm browser fink-client services-up services-down services-status lint test test-unit demo bench clean-state
 
-install: venv jvm browser
+install: venv jvm browser fink-client
 
 venv: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP): requirements.txt pyproject.toml
 
 jvm: venv
 	$(STACK) install
+
+# fink-client lives in its own virtualenv in the cache: the tests read our streams with it unchanged.
+FINK_VENV := $(HOME)/.cache/alertlake/fink-client-venv
+fink-client: $(FINK_VENV)/.installed
+
+$(FINK_VENV)/.installed: infra/fink-client-requirements.txt venv
+	@test -x $(FINK_VENV)/bin/python || $(PYTHON) -m venv $(FINK_VENV)
+	$(VENV)/bin/uv pip install -q --python $(FINK_VENV)/bin/python -r infra/fink-client-requirements.txt
+	@touch $@
 
 # Debian's Chromium drives the Airflow UI test (no browser download from elsewhere).
 browser:
