@@ -49,6 +49,7 @@ def simulate(
     bad: Annotated[bool, typer.Option(help="Also send one message of every bad class per loop")] = False,
     limit: Annotated[int | None, typer.Option(help="Stop after this many good alerts")] = None,
     drop_cutouts: Annotated[bool, typer.Option(help="Send alerts without image stamps (scale tests)")] = False,
+    first_copy: Annotated[int, typer.Option(help="Copy number of the first loop (0 = the sample's own ids)")] = 0,
 ) -> None:
     """Replay alert files into Kafka in the survey's real wire format."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -74,6 +75,7 @@ def simulate(
                 bad,
                 limit,
                 drop_cutouts,
+                first_copy=first_copy,
                 progress=lambda n: progress.advance(task, n),
             )
         except (ValueError, KeyError, RuntimeError) as exc:

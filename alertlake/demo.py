@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     console.rule("1. the survey streams: shared ZTF and Rubin samples, plus every class of bad message")
     for survey in ("ztf", "lsst"):
-        summary = simulate(settings, survey, loops=2, night=nights[survey], bad=True)
+        # A copy number of its own per demo run: a second `make demo` sends alerts the lake has not seen.
+        copy = int(time.time() // 60) % 10_000_000 + 1
+        summary = simulate(settings, survey, loops=2, night=nights[survey], bad=True, first_copy=copy)
         console.print(
             f"  {survey}: {summary.alerts} alerts + {summary.bad} bad messages "
             f"({summary.megabytes:.1f} MB) -> topic {summary.topic}"

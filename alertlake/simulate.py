@@ -108,16 +108,18 @@ def messages(
     night: str | None = None,
     bad: bool = False,
     limit: int | None = None,
+    first_copy: int = 0,
 ) -> Iterator[tuple[bytes, bytes, BadSample | None, int | None]]:
     """Yield ``(key, value, bad_sample, alert_id)`` for the whole simulated stream.
 
-    Loop ``i`` (0-based) replays every source as copy ``i`` when ``remap`` (copy 0 keeps the original ids,
-    so the first loop is the sample as it was). Keys are object ids, so one object's alerts stay in order
+    Loop ``i`` (0-based) replays every source as copy ``first_copy + i`` when ``remap`` (copy 0 keeps the
+    original ids, so by default the first loop is the sample as it was; another ``first_copy`` sends alerts
+    the lake has not seen yet, e.g. for a second demo). Keys are object ids, so one object's alerts stay in order
     on one partition. In ``bad`` mode each loop also sends one message of every bad class.
     """
     sent = 0
     for loop in range(loops):
-        copy = loop if remap else 0
+        copy = first_copy + loop if remap else 0
         for source in sources:
             if limit is not None and sent >= limit:
                 return
@@ -133,7 +135,7 @@ def messages(
             good = sources[loop % len(sources)]
             base = good.message
             if remap or night:
-                record = survey.remap(good.alert.record, loop, night_shift_days(good.night, night))
+                record = survey.remap(good.alert.record, copy, night_shift_days(good.night, night))
                 base = survey.encode(record, good.alert.schema_version)
             for sample in bad_messages(survey.name, base, seed=loop):
                 yield f"bad-{sample.kind}".encode(), sample.message, sample, None
@@ -153,6 +155,7 @@ def simulate(
     drop_cutouts: bool = False,
     progress: Callable[[int], Any] | None = None,
     keep_ids: bool = False,
+    first_copy: int = 0,
 ) -> Summary:
     """Send the simulated stream to Kafka and return what was sent.
 
@@ -178,7 +181,9 @@ def simulate(
     producer = kafka.producer(settings)
     summary = Summary(topic)
     start = time.monotonic()
-    for i, (key, value, sample, alert_id) in enumerate(messages(survey, sources, loops, remap, night, bad, limit)):
+    for i, (key, value, sample, alert_id) in enumerate(
+        messages(survey, sources, loops, remap, night, bad, limit, first_copy)
+    ):
         while True:
             try:
                 producer.produce(topic, key=key, value=value)
