@@ -150,8 +150,10 @@ def _print_science(settings: Settings, night: str) -> None:
 def _print_streams(settings: Settings) -> None:
     """Read two alerts of each filter topic as the ``scientist`` stream user (SASL/SCRAM, ACL-checked)."""
     from alertlake.consume import ConsumeOptions, iter_alerts, list_streams
+    from alertlake.filters import load_filters
 
-    topics = [t for t in list_streams(settings) if ".replay-" not in t]
+    live = set(load_filters().topics().values())
+    topics = [t for t in list_streams(settings) if t in live]
     console.print(
         f"[bold]Filter streams ({len(topics)} topics), read back as user 'scientist' on "
         f"{settings.kafka_sasl_bootstrap_servers}:[/]"
@@ -169,10 +171,9 @@ def _print_streams(settings: Settings) -> None:
         alerts = list(iter_alerts(settings, options))
         console.print(f"  [cyan]{topic}[/]: {'no alert tonight' if not alerts else ''}")
         for got in alerts:
-            alert = got.alert
+            shown = {k: got.alert.get(k) for k in ("alert_id", "object_id", "ra", "dec", "band", "mag")}
             console.print(
-                f"    alert {alert.get('alert_id')} object {alert.get('object_id')} ra={alert.get('ra'):.5f} "
-                f"dec={alert.get('dec'):.5f} band={alert.get('band')} mag={alert.get('mag')}"
+                "    " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
             )
 
 

@@ -85,9 +85,12 @@ def register_table(settings: Settings, name: str) -> bool:
     catalog = settings.trino_catalog
     query(settings, f"CREATE SCHEMA IF NOT EXISTS {catalog}.{layer}")
     existing = {row[0] for row in query(settings, f"SHOW TABLES FROM {catalog}.{layer}")}
-    if table in existing:
-        return False
     location = _trino_location(settings, table_uri(settings, name))
+    if table in existing:
+        if registered_location(settings, name) == location:
+            return False
+        # Registered elsewhere (an old lake root) or its files are gone: point it at this lake.
+        query(settings, f"CALL {catalog}.system.unregister_table(schema_name => '{layer}', table_name => '{table}')")
     # CALL takes no prepared-statement parameters; layer and table were validated by split_name.
     query(
         settings,
@@ -95,6 +98,19 @@ def register_table(settings: Settings, name: str) -> bool:
         f"table_location => {sql_string(location)})",
     )
     return True
+
+
+def registered_location(settings: Settings, name: str) -> str | None:
+    """Where Trino reads ``layer.table`` from (``None`` when Trino cannot read the table's metadata)."""
+    layer, table = split_name(name)
+    try:
+        ddl = str(query(settings, f"SHOW CREATE TABLE {settings.trino_catalog}.{layer}.{table}")[0][0])
+    except Exception:  # noqa: BLE001 - a table whose files are gone cannot be described: treat as unknown
+        return None
+    for line in ddl.splitlines():
+        if line.strip().startswith("location = "):
+            return line.split("=", 1)[1].strip().strip(",").strip("'")
+    return None
 
 
 def local_tables(settings: Settings) -> list[str]:
