@@ -61,7 +61,6 @@ def alertlake_ingest() -> None:
     def reconcile(survey: str, params: dict | None = None) -> dict:
         """Proves Kafka messages = bronze rows + quarantine rows, offset by offset; fails on any gap."""
         from alertlake.reconcile import reconcile as run
-
         from alertlake.settings import Settings
 
         report = run(Settings(), survey, (params or {}).get("night") or None)
