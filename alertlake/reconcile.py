@@ -49,6 +49,11 @@ class Report:
     distributed_not_in_silver: list[int] = field(default_factory=list)
 
     @property
+    def kafka_ok(self) -> bool:
+        """True when every Kafka message is in exactly one of bronze or quarantine (the ingestion contract)."""
+        return not (self.missing_offsets or self.doubled_offsets)
+
+    @property
     def ok(self) -> bool:
         """True when no stage lost or doubled anything, and nothing of a held batch was distributed."""
         return not (
