@@ -53,7 +53,7 @@ def test_maintenance_dag_compacts(services: Settings, tmp_path: Path, monkeypatc
     monkeypatch.setenv("ALERTLAKE_LAKE_ROOT", str(tmp_path / "lake"))
     settings = Settings()
     spark = build_spark(settings, "maintenance-test", {"spark.ui.enabled": "false"})
-    uri = f"{settings.lake_uri}/silver/alerts"
+    uri = f"{settings.lake_uri}/quality/maintenance_test_{uuid.uuid4().hex[:8]}"  # a name of its own in Trino
     for i in range(4):  # four small appends: four files to compact
         spark.range(i * 10, i * 10 + 10).withColumnRenamed("id", "alert_id").write.format("delta").mode("append").save(
             uri
