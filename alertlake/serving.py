@@ -370,3 +370,19 @@ def ensure_views(settings: Settings, schemas: Schemas = Schemas(), **connect_arg
         created.append(full)
     log.info("views defined: %s", ", ".join(created))
     return created
+
+
+def expose_lake(settings: Settings) -> list[str]:
+    """Register in Trino every lake table it does not know yet, then (re)build the views over them.
+
+    Returns the newly registered tables. A view that cannot be built (a source table of an older shape, say)
+    is reported as a warning: it must not keep new tables from being served.
+    """
+    from alertlake.trino import sync_tables
+
+    registered = sync_tables(settings) if settings.lake_is_local else []
+    try:
+        ensure_views(settings)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("views not updated: %s", exc)
+    return registered

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from alertlake.settings import Settings
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
 SPARK_VERSION = "4.2.0"
@@ -93,3 +94,19 @@ def kafka_options(settings: Settings) -> dict[str, str]:
             f'{module} required username="{settings.kafka_username}" password="{password}";'
         )
     return opts
+
+
+def ensure_table(spark: SparkSession, uri: str, schema: pa.Schema, partition: str | None = None) -> None:
+    """Create the Delta table at ``uri`` with ``schema`` unless it exists (so readers see it at once)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    if DeltaTable.isDeltaTable(spark, uri):
+        return
+    writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
+    writer = writer.option("delta.enableDeletionVectors", "false")
+    try:
+        (writer.partitionBy(partition) if partition else writer).save(uri)
+    except Exception:
+        if not DeltaTable.isDeltaTable(spark, uri):  # another job creating it at the same moment is fine
+            raise

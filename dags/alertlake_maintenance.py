@@ -41,17 +41,10 @@ def alertlake_maintenance() -> None:
     @task
     def sync_trino() -> list[str]:
         """Registers in Trino any lake table it does not know yet."""
-        from alertlake.serving import ensure_views
+        from alertlake.serving import expose_lake
         from alertlake.settings import Settings
-        from alertlake.trino import sync_tables
 
-        settings = Settings()
-        registered = sync_tables(settings) if settings.lake_is_local else []
-        try:
-            ensure_views(settings)  # views follow the tables they read as those appear
-        except Exception as exc:  # noqa: BLE001 - a view that cannot be built must not block table registration
-            print(f"WARNING: views not updated: {exc}")
-        return registered
+        return expose_lake(Settings())
 
     compact_and_vacuum() >> sync_trino()
 

@@ -37,17 +37,10 @@ def alertlake_platform() -> None:
     @task
     def sync_trino_tables() -> list[str]:
         """Registers in Trino every Delta table of the lake it does not know yet."""
-        from alertlake.serving import ensure_views
-        from alertlake.settings import get_settings
-        from alertlake.trino import sync_tables
+        from alertlake.serving import expose_lake
+        from alertlake.settings import Settings
 
-        settings = get_settings()
-        registered = sync_tables(settings) if settings.lake_is_local else []
-        try:
-            ensure_views(settings)  # views follow the tables they read as those appear
-        except Exception as exc:  # noqa: BLE001 - a view that cannot be built must not block table registration
-            print(f"WARNING: views not updated: {exc}")
-        return registered
+        return expose_lake(Settings())
 
     check_services() >> sync_trino_tables()
 

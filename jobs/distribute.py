@@ -60,6 +60,7 @@ from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, encoder
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
 from alertlake.lake import checkpoint_uri, table_uri
 from alertlake.settings import Settings, get_settings
+from alertlake.spark import ensure_table
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -107,22 +108,6 @@ def object_score_columns() -> list[str]:
         if m.name != "features"
         for c in m.outputs
     ]
-
-
-def ensure_table(spark: SparkSession, uri: str, schema: pa.Schema, partition: str | None = None) -> None:
-    """Create the Delta table at ``uri`` with ``schema`` unless it exists."""
-    from delta.tables import DeltaTable
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    if DeltaTable.isDeltaTable(spark, uri):
-        return
-    writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
-    writer = writer.option("delta.enableDeletionVectors", "false")
-    try:
-        (writer.partitionBy(partition) if partition else writer).save(uri)
-    except Exception:
-        if not DeltaTable.isDeltaTable(spark, uri):
-            raise
 
 
 def distributable_rows(spark: SparkSession, settings: Settings, silver: DataFrame) -> DataFrame:

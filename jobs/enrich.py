@@ -392,7 +392,8 @@ class BatchFigures:
 
 def ensure_silver(spark: SparkSession, settings: Settings, refs: Sequence[ModuleRef]) -> None:
     """Create ``silver.alerts`` (partitioned by night) and the bronze tables it reads, if missing."""
-    from jobs.ingest import bronze_schema, bronze_table, ensure_table
+    from alertlake.spark import ensure_table
+    from jobs.ingest import bronze_schema, bronze_table
 
     for survey in SURVEYS:
         ensure_table(spark, table_uri(settings, bronze_table(survey)), bronze_schema(survey), "night")

@@ -34,6 +34,7 @@ import pyarrow as pa
 from alertlake.avro_arrow import native_schema
 from alertlake.lake import checkpoint_uri, night_window, table_uri
 from alertlake.settings import Settings, get_settings
+from alertlake.spark import ensure_table
 from alertlake.surveys import get_survey
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 from alertlake.surveys.errors import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, MessageContext
@@ -231,22 +232,6 @@ def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataF
 
 
 # ------------------------------------------------------------------------------------------- writing
-def ensure_table(spark: SparkSession, uri: str, schema: pa.Schema, partition: str | None = None) -> None:
-    """Create the Delta table at ``uri`` with ``schema`` unless it exists (so readers see it at once)."""
-    from delta.tables import DeltaTable
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    if DeltaTable.isDeltaTable(spark, uri):
-        return
-    writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
-    writer = writer.option("delta.enableDeletionVectors", "false")
-    try:
-        (writer.partitionBy(partition) if partition else writer).save(uri)
-    except Exception:
-        if not DeltaTable.isDeltaTable(spark, uri):  # another job creating it at the same moment is fine
-            raise
-
-
 @dataclass
 class IngestJob:
     """One survey's ingestion: where it reads, where it writes, and how it says what it did."""
