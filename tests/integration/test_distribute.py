@@ -143,7 +143,9 @@ def suffix(services: Settings) -> Iterator[str]:
 
 
 HANG = pytest.mark.skip(
-    reason="jobs.distribute run as a bounded process (--max-files 1) hung in awaitTermination on a clean stack (2026-11-25, py-spy: idle JVM query); unresolved, see the issue 8 note. The DAG-driven run is tested in tests/dags/test_distribute_dags.py"
+    reason="jobs.distribute run as a bounded process (--max-files 1) hung in awaitTermination on a clean stack "
+    "(2026-11-25, py-spy: idle JVM query); unresolved, see the issue 8 note. The DAG-driven run is tested in "
+    "tests/dags/test_distribute_dags.py"
 )
 
 
