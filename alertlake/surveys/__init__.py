@@ -40,9 +40,13 @@ def copied_id(old: int, copy: int) -> int:
 
 
 class DecodedAlert(NamedTuple):
-    """A native alert record and the schema version it was written with."""
+    """A native alert record and the schema version it was written with.
 
-    record: dict[str, Any]
+    ``record`` is a plain ``dict`` from :meth:`Survey.decode_alerts`; :meth:`Survey.read` may hand back a
+    read-only mapping that decodes the record in full on first access (every field is still there).
+    """
+
+    record: Mapping[str, Any]
     schema_version: str
 
 
@@ -138,7 +142,8 @@ class Survey(ABC):
             from alertlake.surveys.errors import CorruptAvro
 
             raise CorruptAvro(f"expected one alert per message, found {len(alerts)}", survey=self.name, context=context)
-        return alerts[0].record
+        record = alerts[0].record
+        return record if isinstance(record, dict) else dict(record)
 
     def to_canonical(self, alerts: Iterable[DecodedAlert]) -> list[CanonicalRow]:
         """Map decoded alerts to canonical rows (see :mod:`alertlake.surveys.canonical`)."""

@@ -107,7 +107,7 @@ def bad_messages(
     """Return one bad message of every class in :data:`KINDS` for ``survey``, built from the valid ``good``."""
     impl = get_survey(survey)
     alert = impl.decode_alerts(good, max_bytes=None)[0]
-    record, version = alert.record, alert.schema_version
+    record, version = dict(alert.record), alert.schema_version  # a plain dict: decode_alerts' own record
     common = [
         BadSample("truncated", "truncated_avro", good[: len(good) // 2], "the first half of a valid message"),
         BadSample("random_bytes", "not_avro", _random_bytes(seed), "2 KiB of random bytes"),

@@ -185,9 +185,14 @@ _LEAP_SECONDS: tuple[tuple[float, int], ...] = (
 )
 
 
+_LAST_LEAP_START, _LAST_LEAP_DAYS = _LEAP_SECONDS[-1][0], _LEAP_SECONDS[-1][1] / 86400.0
+
+
 def utc_jd_to_tai_mjd(jd_utc: float) -> float:
     """Convert a Julian Date in UTC to a Modified Julian Date in TAI (valid from 1999 on)."""
     mjd_utc = jd_utc - 2400000.5
+    if mjd_utc >= _LAST_LEAP_START:  # every alert since 2017: one comparison
+        return mjd_utc + _LAST_LEAP_DAYS
     for start, seconds in reversed(_LEAP_SECONDS):
         if mjd_utc >= start:
             return mjd_utc + seconds / 86400.0

@@ -17,6 +17,7 @@ import io
 import math
 import re
 import struct
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -303,7 +304,7 @@ def _solar_system(ss_source: dict[str, Any] | None, dec: float | None) -> tuple[
     return distance, ss_source.get("predictedVMagnitude")
 
 
-def _history(record: dict[str, Any]) -> list[dict[str, Any]]:
+def _history(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     entries = []
     for kind, key in (("detection", "prvDiaSources"), ("forced", "prvDiaForcedSources")):
         for item in record.get(key) or ():
