@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alertlake.settings import Settings
-from alertlake.surveys import DecodedAlert, Survey, get_survey
+from alertlake.surveys import DecodedAlert, Remapper, Survey, get_survey
 from alertlake.surveys.badmessages import BadSample, bad_messages
 from alertlake.surveys.samples import sample_messages
 
@@ -25,11 +25,21 @@ _MJD_EPOCH = dt.date(1858, 11, 17)
 
 @dataclass(frozen=True)
 class Source:
-    """One sample alert ready to be replayed: its native record, version and original message."""
+    """One sample alert ready to be replayed: its native record, version and original message.
+
+    ``remapper`` is the survey's fast path for copies of this alert (:meth:`Survey.remapper`), if it has one.
+    """
 
     alert: DecodedAlert
     message: bytes
     night: str
+    remapper: Remapper | None = None
+
+
+def with_remapper(survey: Survey, source: Source) -> Source:
+    """``source`` with the survey's fast remapper (the same source when the survey has none for it)."""
+    fast = survey.remapper(source.alert, source.message)
+    return source if fast is None else Source(source.alert, source.message, source.night, fast)
 
 
 @dataclass
@@ -116,16 +126,33 @@ def messages(
     original ids, so by default the first loop is the sample as it was; another ``first_copy`` sends alerts
     the lake has not seen yet, e.g. for a second demo). Keys are object ids, so one object's alerts stay in order
     on one partition. In ``bad`` mode each loop also sends one message of every bad class.
+
+    A source whose alert id an earlier source already has (the shared ZTF samples hold the official example
+    packet in two schema versions) is sent in copy 0 only, as the samples are; in the remapped copies it
+    would repeat that id, so every alert id of copies 1, 2, ... is unique.
     """
     sent = 0
+    shifts = [night_shift_days(source.night, night) for source in sources]
+    seen: set[int] = set()
+    repeats = []
+    for source in sources:
+        alert_id = survey.alert_id(source.alert.record)
+        repeats.append(alert_id in seen)
+        seen.add(alert_id)
     for loop in range(loops):
         copy = first_copy + loop if remap else 0
-        for source in sources:
+        for source, shift, repeat in zip(sources, shifts, repeats, strict=True):
             if limit is not None and sent >= limit:
                 return
-            shift = night_shift_days(source.night, night)
+            if repeat and copy != 0:
+                continue
             if copy == 0 and shift == 0.0:
                 record, value = source.alert.record, source.message
+            elif source.remapper is not None:  # the same message, built by rewriting only ids and times
+                value, object_id, alert_id = source.remapper(copy, shift)
+                yield object_id.encode(), value, None, alert_id
+                sent += 1
+                continue
             else:
                 record = survey.remap(source.alert.record, copy, shift)
                 value = survey.encode(record, source.alert.schema_version)
@@ -156,12 +183,14 @@ def simulate(
     progress: Callable[[int], Any] | None = None,
     keep_ids: bool = False,
     first_copy: int = 0,
+    max_seconds: float | None = None,
 ) -> Summary:
     """Send the simulated stream to Kafka and return what was sent.
 
     ``rate`` is in messages per second (0 = as fast as possible); pacing is by the wall clock, so short
     stalls are caught up. ``drop_cutouts`` sends alerts without image stamps (for scale tests where the
-    stamps would only fill the disk).
+    stamps would only fill the disk). ``max_seconds`` stops sending after that long (benchmarks); the
+    summary's time includes waiting for Kafka to acknowledge everything sent.
     """
     from alertlake import kafka
 
@@ -177,6 +206,7 @@ def simulate(
             )
             for s in sources
         ]
+    sources = [with_remapper(survey, s) for s in sources]
     kafka.ensure_topic(settings, topic)
     producer = kafka.producer(settings)
     summary = Summary(topic)
@@ -201,6 +231,8 @@ def simulate(
             summary.bad_by_reason[sample.reason] = summary.bad_by_reason.get(sample.reason, 0) + 1
         if progress:
             progress(1)
+        if max_seconds is not None and time.monotonic() - start >= max_seconds:
+            break
         if rate > 0:
             ahead = (i + 1) / rate - (time.monotonic() - start)
             if ahead > 0:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any, ClassVar, NamedTuple
 
 from alertlake.surveys.canonical import CanonicalRow
 from alertlake.surveys.errors import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, MessageContext, validate
 
-__all__ = ["DecodedAlert", "Survey", "copied_id", "get_survey", "survey_names", "surveys"]
+__all__ = ["DecodedAlert", "Remapper", "Survey", "copied_id", "get_survey", "survey_names", "surveys"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -37,6 +37,10 @@ def copied_id(old: int, copy: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
     return (x ^ (x >> 31)) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+#: (copy, time_shift_days) -> (wire message, object id, alert id): see :meth:`Survey.remapper`.
+Remapper = Callable[[int, float], tuple[bytes, str, int]]
 
 
 class DecodedAlert(NamedTuple):
@@ -129,6 +133,16 @@ class Survey(ABC):
         consistent within a copy and no two copies share an id. Observation times move by
         ``time_shift_days``. The input record is not modified.
         """
+
+    def remapper(self, alert: DecodedAlert, message: bytes) -> Remapper | None:
+        """Optional fast path of the simulator for one sample alert and its wire ``message``.
+
+        Returns a function ``(copy, time_shift_days) -> (message, object id, alert id)`` whose message
+        decodes to ``remap(alert.record, copy, time_shift_days)``, the ids being that record's, built without
+        re-encoding the whole record. ``None`` (the default) when the survey has no such path for this message:
+        the simulator then remaps and encodes.
+        """
+        return None
 
     def decode(
         self,

@@ -60,7 +60,8 @@ def _fail(what: str, pos: int) -> ProjectionError:
 class _Compiler:
     """Generates the source of one reader function for a schema and a projection."""
 
-    def __init__(self) -> None:
+    def __init__(self, spans: bool = False) -> None:
+        self.spans = spans  # primitive values as (value, start, end) byte positions
         self.lines: list[str] = []
         self.names: dict[str, Any] = {}  # full name -> named schema (record, enum, fixed)
         self.consts: dict[str, Any] = {}  # constants the generated code refers to
@@ -134,6 +135,14 @@ class _Compiler:
             self.union(schema, namespace, keep, out, ind)
             return
         kind = schema if isinstance(schema, str) else schema["type"]
+        if self.spans and out is not None and kind not in ("null", "record", "error", "array", "map"):
+            start = self.var("s")
+            self.emit(ind, f"{start} = p")
+            self.spans = False
+            self.value(schema, namespace, keep, out, ind)
+            self.spans = True
+            self.emit(ind, f"{out} = ({out}, {start}, p)")
+            return
         if kind == "null":
             if out is not None:
                 self.emit(ind, f"{out} = None")
@@ -268,17 +277,19 @@ class _Compiler:
             self.emit(ind + 2, "pass")
 
 
-def compile_projection(schema: Mapping[str, Any], projection: Projection | bool) -> Reader:
+def compile_projection(schema: Mapping[str, Any], projection: Projection | bool, spans: bool = False) -> Reader:
     """Return ``read(buf, pos) -> (projected record, end position)`` for records of writer ``schema``.
 
-    ``projection`` True decodes every field (the record ``fastavro`` would return).
+    ``projection`` True decodes every field (the record ``fastavro`` would return). With ``spans``, every
+    decoded value that is not a record, array, map or null is returned as ``(value, start, end)``: where its
+    encoding lies in ``buf`` (after the union index), for callers that rewrite a few values in place.
 
     ``schema`` is the writer schema in JSON form (as found in a container header). Raises
     :class:`UnsupportedSchema` when the projected reader cannot reproduce ``fastavro``'s output.
     """
     if schema.get("type") not in ("record", "error"):
         raise UnsupportedSchema("the top-level schema is not a record")
-    compiler = _Compiler()
+    compiler = _Compiler(spans)
     compiler.emit(1, "p = pos")
     compiler.value(dict(schema), None, projection, "out", 1)
     compiler.emit(1, "return out, p")

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import fastavro
 from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 
-from alertlake.surveys import DecodedAlert, Survey, copied_id
+from alertlake.surveys import DecodedAlert, Remapper, Survey, copied_id
 from alertlake.surveys.avro_projection import DeferredRecord, Projection, Reader, UnsupportedSchema, compile_projection
 from alertlake.surveys.canonical import (
     CanonicalRow,
@@ -86,6 +86,15 @@ CANONICAL_PROJECTION: Projection = {
     ),
     "prv_candidates": dict.fromkeys(("jd", "fid", "candid", "magpsf", "sigmapsf", "isdiffpos", "diffmaglim"), True),
     "fp_hists": dict.fromkeys(("jd", "fid", "forcediffimflux", "forcediffimfluxunc", "magzpsci", "diffmaglim"), True),
+}
+
+#: The values ``remap`` changes: their byte positions let ``remapper`` rewrite just them.
+REMAP_PROJECTION: Projection = {
+    "objectId": True,
+    "candid": True,
+    "candidate": dict.fromkeys(("candid", "jd", "jdstarthist", "jdendhist"), True),
+    "prv_candidates": dict.fromkeys(("candid", "jd"), True),
+    "fp_hists": {"jd": True},
 }
 
 # Decoding errors fastavro raises on bytes that do not follow the schema.
@@ -162,6 +171,19 @@ class _WriterSchema:
     # reader of CANONICAL_PROJECTION, compiled on first use; None when the schema cannot have one
     projected: Reader | None = None
     projected_tried: bool = False
+
+    remap_spans: Reader | None = None
+    remap_tried: bool = False
+
+    def remap_reader(self) -> Reader | None:
+        """The generated reader of :data:`REMAP_PROJECTION` with byte spans (None if unsupported)."""
+        if not self.remap_tried:
+            self.remap_tried = True
+            try:
+                self.remap_spans = compile_projection(json.loads(self.raw), REMAP_PROJECTION, spans=True)
+            except (UnsupportedSchema, KeyError, TypeError, ValueError):
+                self.remap_spans = None
+        return self.remap_spans
 
     def projected_reader(self) -> Reader | None:
         """The generated reader of :data:`CANONICAL_PROJECTION` for this schema (None if unsupported)."""
@@ -547,6 +569,23 @@ class ZtfSurvey(Survey):
             out["fp_hists"] = [{**fp, "jd": fp["jd"] + time_shift_days} for fp in record["fp_hists"]]
         return out
 
+    def remapper(self, alert: DecodedAlert, message: bytes) -> Remapper | None:
+        """Rewrite only the ids and times of ``message`` (one alert, uncompressed container) for each copy."""
+        try:
+            schema, codec, sync, pos = self._header(message, None)
+            count, start = _read_long(message, pos)
+            size, start = _read_long(message, start)
+            end = start + size
+            reader = schema.remap_reader()
+            if reader is None or codec != b"null" or count != 1 or message[end:] != sync:
+                return None
+            spans, stop = reader(message, start)
+        except (BadMessage, *_DECODE_ERRORS):
+            return None
+        if stop != end:
+            return None
+        return _Remapper(message[:pos], message[start:end], sync, spans, start)
+
     # --- canonical mapping ----------------------------------------------------------------------------
 
     def to_canonical_row(self, alert: DecodedAlert) -> CanonicalRow:
@@ -585,6 +624,63 @@ class ZtfSurvey(Survey):
             "ss_mag": ss_mag if ss_mag is not None and ss_mag > -90 else None,  # ZTF writes -999 for none
             "history": _history(record),
         }
+
+
+_PACK_FLOAT = {4: struct.Struct("<f").pack, 8: struct.Struct("<d").pack}  # by encoded size
+
+
+class _Remapper:
+    """``remap`` + ``encode`` of one alert as byte surgery: the record's other ~2,000 values are copied as they are."""
+
+    def __init__(self, header: bytes, body: bytes, sync: bytes, spans: dict[str, Any], base: int) -> None:
+        self.header, self.body, self.sync = header, body, sync
+        self.object_id, self.alert_id = spans["objectId"][0], spans["candid"][0]
+        # (start, end, kind, value) in the body; kind: "id" (a candid), "t" (a jd), "o" (the objectId)
+        patches: list[tuple[int, int, str, Any]] = []
+
+        def add(kind: str, span: tuple[Any, int, int] | None) -> None:
+            if span is not None and span[0] is not None:
+                patches.append((span[1] - base, span[2] - base, kind, span[0]))
+
+        add("o", spans["objectId"])
+        add("id", spans["candid"])
+        candidate = spans["candidate"]
+        add("id", candidate.get("candid"))
+        for key in ("jd", "jdstarthist", "jdendhist"):
+            add("t", candidate.get(key))
+        for prv in spans.get("prv_candidates") or ():
+            add("id", prv.get("candid"))
+            add("t", prv.get("jd"))
+        for fp in spans.get("fp_hists") or ():
+            add("t", fp.get("jd"))
+        patches.sort()
+        self.patches = patches
+
+    def __call__(self, copy: int, time_shift_days: float = 0.0) -> tuple[bytes, str, int]:
+        body, pack = self.body, _PACK_FLOAT
+        pieces = []
+        last = 0
+        for start, end, kind, value in self.patches:
+            if kind == "t":
+                if not time_shift_days:
+                    continue
+                new = pack[end - start](value + time_shift_days)
+            elif not copy:
+                continue
+            elif kind == "id":
+                new = _long_bytes(copied_id(value, copy))
+            else:
+                text = f"{value}_{copy}".encode()
+                new = _long_bytes(len(text)) + text
+            pieces.append(body[last:start])
+            pieces.append(new)
+            last = end
+        pieces.append(body[last:])
+        new_body = b"".join(pieces)
+        message = b"".join([self.header, b"\x02", _long_bytes(len(new_body)), new_body, self.sync])
+        if not copy:
+            return message, self.object_id, self.alert_id
+        return message, f"{self.object_id}_{copy}", copied_id(self.alert_id, copy)
 
 
 def _history(record: Mapping[str, Any]) -> list[dict[str, Any]]:
