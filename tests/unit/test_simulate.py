@@ -78,3 +78,13 @@ def test_a_million_alert_ids_from_the_samples_are_unique() -> None:
     assert len(ids) == loops * len(candids) >= 1_000_000
     assert not ids & set(candids)  # nor any id of the samples themselves
     assert min(ids) > 0 and max(ids) < 2**63
+
+
+def test_bad_mode_still_sends_every_bad_class_per_loop() -> None:
+    from alertlake.surveys.badmessages import KINDS
+
+    sources = [with_remapper(ZTF, s) for s in load_sources(ZTF)[:3]]
+    stream = list(messages(ZTF, sources, loops=2, night="2026-11-24", bad=True, first_copy=1))
+    bad = [sample.kind for _, _, sample, _ in stream if sample is not None]
+    assert bad == list(KINDS) * 2
+    assert sum(sample is None for _, _, sample, _ in stream) == 6
