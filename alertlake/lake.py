@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
+from typing import TYPE_CHECKING, Any
 
 from alertlake.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold", "quality")
 """The lake's schemas, as Trino shows them (``lake.bronze.*`` ...)."""
@@ -24,6 +32,53 @@ def table_uri(settings: Settings, name: str) -> str:
     """The Delta table location of ``layer.table`` under the lake root (``file://`` or object-store URI)."""
     layer, table = split_name(name)
     return f"{settings.lake_uri}/{layer}/{table}"
+
+
+def delta_location(settings: Settings, name: str) -> str:
+    """Location of table ``name`` for delta-rs (a local path, or the object-store URI)."""
+    uri = table_uri(settings, name)
+    if uri.startswith("file://"):
+        return uri.removeprefix("file://")
+    return uri.replace("s3a://", "s3://", 1)
+
+
+def append_once(
+    settings: Settings,
+    name: str,
+    table: pa.Table,
+    app_id: str,
+    version: int,
+    partition_by: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> bool:
+    """Append ``table`` to Delta table ``name`` with delta-rs, at most once per (``app_id``, ``version``).
+
+    The commit carries a Delta transaction action (the same one Spark's ``txnAppId``/``txnVersion`` writes), so a
+    re-run of an already committed version is a no-op (returns False); concurrent appends by other writers are
+    retried. Far cheaper than a Spark write for the small tables of a micro-batch (no job, no task).
+    """
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    location = delta_location(settings, name)
+    properties = CommitProperties(
+        custom_metadata={"userMetadata": json.dumps(metadata)} if metadata else None,
+        app_transactions=[Transaction(app_id=app_id, version=version)],
+    )
+    for attempt in range(5):
+        if DeltaTable.is_deltatable(location):
+            done = DeltaTable(location).transaction_version(app_id)
+            if done is not None and done >= version:
+                log.info("%s: %s version %d already committed", name, app_id, version)
+                return False
+        try:
+            write_deltalake(location, table, mode="append", partition_by=partition_by, commit_properties=properties)
+            return True
+        except CommitFailedError:
+            if attempt == 4:
+                raise
+            log.info("concurrent commit on %s, retrying", name)
+    return False
 
 
 def checkpoint_uri(settings: Settings, job: str) -> str:

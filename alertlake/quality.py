@@ -11,9 +11,12 @@ Two ways of running a suite, one set of definitions:
   each Spark action costs ~1 s on a small machine), far too much for a per-batch gate. So each in-batch
   expectation is compiled to Spark SQL aggregates (:func:`aggregations`) and the whole suite is evaluated in
   ONE ``agg`` over the batch; the counts are then turned into GX ``ExpectationValidationResult`` objects with
-  GX's own result model (:func:`evaluate`, :func:`to_gx_result`). No extra pass over the data, one action.
+  GX's result model (:func:`evaluate`, :func:`gx_result_json`). No extra pass over the data: the
+  enrichment job adds these aggregates to the one aggregation that computes its batch figures
+  (:func:`gate_plan`, ``gate_batch(..., stats=...)``), so the gate needs no Spark action of its own.
   The small results are written with delta-rs (no Spark job) to ``quality.results`` / ``quality.batches``
-  and as GX validation results in the GX store (``<state_dir>/gx``), from which Data Docs are built.
+  and as GX validation results in the GX store (``<state_dir>/gx``, JSON written directly: the gate never
+  imports GX), from which Data Docs are built.
 * **Per night** (:func:`validate_night`): the full suite, run by GX itself (Spark datasource, ``SUMMARY``
   results with unexpected samples) over one night of a table.
 
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from alertlake.lake import split_name, table_uri
+from alertlake.lake import delta_location, split_name, table_uri
 from alertlake.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -281,9 +284,10 @@ def aggregations(expectations: Sequence[tuple[int, Mapping[str, Any]]], columns:
     """Compile ``expectations`` to Spark SQL aggregates that evaluate them on a batch in one pass.
 
     Per column-map expectation: rows in its domain (its ``row_condition``), rows of the domain with a value,
-    and unexpected rows. Uniqueness is ``count - size(collect_set)`` (no Expand of the data as
-    ``count(DISTINCT)`` would do). Plus ``rows`` and the batch's first and last ``night``. Expectations over a
-    missing column get no aggregate (:func:`evaluate` fails them).
+    and unexpected rows (for the null checks, derived from the first two). Uniqueness is
+    ``count - size(collect_set)`` (no Expand of the data as ``count(DISTINCT)`` would do). Plus ``rows`` and
+    the batch's first and last ``night``. Expectations over a missing column get no aggregate
+    (:func:`evaluate` fails them).
     """
     have = set(columns)
     plan = AggregatePlan()
@@ -322,11 +326,15 @@ def aggregations(expectations: Sequence[tuple[int, Mapping[str, Any]]], columns:
             has_value = f"{c} IS NOT NULL"
             sample = f"CAST({c} AS STRING)"
         scope = f"{domain} AND " if domain else ""
-        plan.counts[i] = {
-            "element": element,
-            "nonnull": plan.add(f"count_if({scope}{has_value})"),
-            "unexpected": plan.add(f"count_if({scope}({bad}))"),
-        }
+        nonnull = plan.add(f"count_if({scope}{has_value})")
+        # The null checks need no aggregate of their own: their unexpected rows are the (non-)null ones.
+        if kind == "expect_column_values_to_not_be_null":
+            unexpected = f"{element}-{nonnull}"
+        elif kind == "expect_column_values_to_be_null":
+            unexpected = nonnull
+        else:
+            unexpected = plan.add(f"count_if({scope}({bad}))")
+        plan.counts[i] = {"element": element, "nonnull": nonnull, "unexpected": unexpected}
         plan.unexpected[i] = (f"{scope}({bad})", sample)
     return plan
 
@@ -463,9 +471,98 @@ def to_gx_result(
 
 
 def _gx_version() -> str:
-    import great_expectations as gx
+    from importlib.metadata import version
 
-    return str(gx.__version__)
+    return version("great_expectations")  # no import of GX itself (seconds): the in-batch gate never needs it
+
+
+def gx_result_json(
+    table: str, batch_key: str, results: Sequence[CheckResult], checked_at: dt.datetime
+) -> dict[str, Any]:
+    """:func:`to_gx_result` as the JSON document the GX store keeps, built without GX (milliseconds, no import).
+
+    Expectation configurations are the reviewed suite's own entries; GX reads this document back as the same
+    validation result (``tests/unit/test_quality_gate.py`` checks it against :func:`to_gx_result`).
+    """
+    raw = suite_definition(table)["expectations"]
+    evrs = []
+    for r in results:
+        if r.unexpected_count is not None:
+            payload: dict[str, Any] = {
+                "element_count": r.element_count,
+                "unexpected_count": r.unexpected_count,
+                "unexpected_percent": r.unexpected_percent,
+                "partial_unexpected_list": r.examples,
+                "partial_unexpected_alert_ids": r.alert_ids,
+            }
+        else:
+            payload = {"observed_value": r.observed}
+        evrs.append(
+            {
+                "success": r.success,
+                "expectation_config": _config_json(raw[r.index]),
+                "result": payload,
+                "meta": {},
+                "exception_info": {"raised_exception": False, "exception_traceback": None, "exception_message": None},
+            }
+        )
+    successful = sum(r.success for r in results)
+    return {
+        "success": all(r.success or r.severity != CRITICAL for r in results),
+        "results": evrs,
+        "suite_name": suite_name(table),
+        "suite_parameters": {},
+        "statistics": {
+            "evaluated_expectations": len(results),
+            "successful_expectations": successful,
+            "unsuccessful_expectations": len(results) - successful,
+            "success_percent": 100.0 * successful / len(results) if results else 100.0,
+        },
+        "meta": {
+            "great_expectations_version": _gx_version(),
+            "active_batch_definition": {
+                "datasource_name": "alertlake_in_batch",
+                "data_connector_name": "spark_aggregate",
+                "data_asset_name": table,
+                "batch_identifiers": {"batch_key": batch_key},
+            },
+            "batch_spec": {"batch_key": batch_key, "engine": "one Spark aggregation (alertlake.quality)"},
+            "run_id": {"run_name": batch_key, "run_time": checked_at.isoformat()},
+            "validation_time": checked_at.isoformat(),
+        },
+        "id": None,
+    }
+
+
+def _config_json(expectation: Mapping[str, Any]) -> dict[str, Any]:
+    """A reviewed suite entry as GX writes an expectation configuration: ``None`` arguments left out, a row
+    condition as GX's pass-through condition (handed to the engine as written)."""
+    kwargs = {k: v for k, v in expectation["kwargs"].items() if v is not None}
+    if isinstance(kwargs.get("row_condition"), str):
+        kwargs["row_condition"] = {"type": "pass_through", "pass_through_filter": kwargs["row_condition"]}
+    return {**expectation, "kwargs": kwargs}
+
+
+def write_gx_result(
+    settings: Settings, table: str, batch_key: str, results: Sequence[CheckResult], checked_at: dt.datetime
+) -> Path:
+    """Write the batch's GX validation result into the GX store's folder layout (what :func:`store_gx_result`
+    does through a GX context, without importing GX); returns its JSON file."""
+    run = _safe(batch_key)
+    path = (
+        settings.state_dir
+        / "gx"
+        / "uncommitted"
+        / "validations"
+        / suite_name(table)
+        / run
+        / checked_at.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        / f"{run}.json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(gx_result_json(table, batch_key, results, checked_at), indent=2, sort_keys=True, default=str)
+    path.write_text(text)
+    return path
 
 
 _context_lock = threading.Lock()
@@ -534,14 +631,6 @@ def _safe(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- Delta tables
-def delta_location(settings: Settings, name: str) -> str:
-    """Location of table ``name`` for delta-rs (a local path, or the object-store URI)."""
-    uri = table_uri(settings, name)
-    if uri.startswith("file://"):
-        return uri.removeprefix("file://")
-    return uri.replace("s3a://", "s3://", 1)
-
-
 def table_exists(settings: Settings, name: str) -> bool:
     """True when the Delta table ``name`` exists."""
     from deltalake import DeltaTable
@@ -666,29 +755,78 @@ def _rows(
     ]
 
 
-def gate_batch(spark: SparkSession, settings: Settings, df: DataFrame, table: str, batch_key: str) -> Verdict:
+@dataclass
+class GatePlan:
+    """The in-batch gate of ``table`` compiled for one batch: what to aggregate, over which view.
+
+    A caller that already runs an aggregation over the batch (the enrichment job's batch figures) adds
+    :meth:`columns` to its own ``select`` over :attr:`view` and hands the resulting row to :func:`gate_batch`
+    (``stats=``): the gate then costs no Spark action of its own.
+    """
+
+    table: str
+    checks: list[tuple[int, dict[str, Any]]]
+    view: DataFrame
+    column_types: dict[str, str]
+    aggregates: AggregatePlan
+
+    def columns(self) -> list[Any]:
+        """The aggregate columns (``m0``, ``m1``, ...), for a global ``select`` over :attr:`view`."""
+        from pyspark.sql import functions as F
+
+        return [F.expr(sql).alias(alias) for alias, sql in self.aggregates.aggregates]
+
+    def compute(self) -> dict[str, Any]:
+        """The aggregates over the batch, on their own (one Spark action)."""
+        return self.view.select(*self.columns()).collect()[0].asDict()
+
+
+def gate_plan(table: str, df: DataFrame) -> GatePlan:
+    """Compile ``table``'s in-batch expectations for batch ``df`` (lazy: no Spark job)."""
+    checks = in_batch_expectations(suite_definition(table))
+    view = validation_view(df)
+    column_types = {f.name: type(f.dataType).__name__ for f in view.schema.fields}
+    return GatePlan(table, checks, view, column_types, aggregations(checks, column_types))
+
+
+def gate_batch(
+    spark: SparkSession,
+    settings: Settings,
+    df: DataFrame,
+    table: str,
+    batch_key: str,
+    *,
+    plan: GatePlan | None = None,
+    stats: Mapping[str, Any] | None = None,
+) -> Verdict:
     """Run the table's in-batch (cheap) expectations on ``df`` and record the verdict.
 
     Writes one row per expectation to ``quality.results`` and the batch's status to ``quality.batches``.
     Returns the verdict; a HELD batch must not be distributed until released.
 
-    One Spark action (one aggregation) when the batch passes; a batch with failures pays one more, bounded
-    query that names example alert ids. Cache ``df`` first if the caller reuses it.
+    Without ``stats``: one Spark action (one aggregation). With ``stats`` (a row holding ``plan``'s aggregates,
+    computed by the caller in its own aggregation over ``plan.view``; see :class:`GatePlan`): none. A batch
+    with failures pays one more, bounded query that names example alert ids. Cache ``df`` first if the caller
+    reuses it.
     """
-    checks = in_batch_expectations(suite_definition(table))
-    view = validation_view(df)
-    column_types = {f.name: type(f.dataType).__name__ for f in view.schema.fields}
-    plan = aggregations(checks, column_types)
-    stats = view.selectExpr(*[f"{sql} AS {alias}" for alias, sql in plan.aggregates]).collect()[0].asDict()
-    failed = [i for i, refs in plan.counts.items() if _count(stats, refs["unexpected"]) and i in plan.unexpected]
-    examples = failure_examples(view, plan, failed) if failed else {}
-    results = evaluate(checks, column_types, plan, stats, examples)
+    plan = plan or gate_plan(table, df)
+    if stats is None:
+        stats = plan.compute()
+    aggregates = plan.aggregates
+    missing = [alias for alias, _ in aggregates.aggregates if alias not in stats]
+    if missing:
+        raise ValueError(f"stats lack the gate's aggregates {missing[:5]}: compute them from the same gate_plan")
+    failed = [
+        i for i, refs in aggregates.counts.items() if _count(stats, refs["unexpected"]) and i in aggregates.unexpected
+    ]
+    examples = failure_examples(plan.view, aggregates, failed) if failed else {}
+    results = evaluate(plan.checks, plan.column_types, aggregates, stats, examples)
     status, critical, warnings = verdict_status(results)
     checked_at = dt.datetime.now(dt.UTC)
-    nights = (stats[plan.nights[0]], stats[plan.nights[1]]) if plan.nights else (None, None)
+    nights = (stats[aggregates.nights[0]], stats[aggregates.nights[1]]) if aggregates.nights else (None, None)
     rows = _count(stats, "m0")
     records = _rows(table, batch_key, "batch", results, checked_at, nights)
-    gx_path = store_gx_result(settings, to_gx_result(table, batch_key, results, checked_at), batch_key)
+    gx_path = write_gx_result(settings, table, batch_key, results, checked_at)
     _append(settings, RESULTS, pa.Table.from_pylist(records, schema=RESULTS_SCHEMA))
     _merge_batch(
         settings,

@@ -12,7 +12,8 @@ bounded ``availableNow`` catch-up) goes through:
    job and batch; idempotent producer, every delivery confirmed before going on;
 4. ``gold.filter_hits``: one row per message sent (its topic, partition and offset), appended with Delta
    ``txnAppId``/``txnVersion`` = (job, batch id);
-5. ``gold.objects``: MERGE of the batch's latest state per object (one row per survey and object).
+5. ``gold.objects``: MERGE of the latest state per object (one row per survey and object), by a second query
+   over the same silver stream with its own checkpoint and a slower trigger, off the latency path.
 
 Exactly once across a kill at any instant
 -----------------------------------------
@@ -21,8 +22,8 @@ each batch's range before it runs). Kafka and Delta cannot commit together, so t
 recognise what the killed run already did:
 
 * killed after step 4 (hits recorded): the batch id is at most the job's last recorded batch in
-  ``gold.filter_hits``: nothing is produced again; step 4 is a no-op by its txn version; step 5 is re-applied
-  idempotently (also txn-guarded).
+  ``gold.filter_hits``: nothing is produced again; step 4 is a no-op by its txn version. Step 5 has its own
+  checkpoint and is idempotent per batch by its own txn version.
 * killed during or after step 3, before step 4: some messages of the batch are in Kafka but not recorded. The
   first batch a process runs therefore reads every live topic from just after the last recorded offset of each
   partition to its end: any message there carrying this job's header was sent by the killed run, so its
@@ -58,7 +59,7 @@ import pyarrow as pa
 
 from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, encoder, schema_key, stream_schema
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
-from alertlake.lake import checkpoint_uri, table_uri
+from alertlake.lake import append_once, checkpoint_uri, delta_location, table_uri
 from alertlake.settings import Settings, get_settings
 from alertlake.spark import ensure_table
 
@@ -155,6 +156,11 @@ class DistributeJob:
     def objects_uri(self) -> str:
         return table_uri(self.settings, OBJECTS)
 
+    @property
+    def objects_app_id(self) -> str:
+        """Query name, checkpoint and Delta txn app id of the gold.objects query (its own batch ids)."""
+        return f"{self.app_id}.objects"
+
     def topics(self) -> list[str]:
         """Every topic this job writes."""
         return sorted(f.topic(s, self.topic_suffix) for f in self.filters for s in f.surveys)
@@ -191,8 +197,6 @@ class DistributeJob:
             self._recorded_batch = self._last_recorded_batch(spark)
         if batch_id <= self._recorded_batch:
             log.info("%s batch %d: already recorded in %s, not sent again", self.app_id, batch_id, FILTER_HITS)
-            if self.update_objects:
-                self._merge_objects(distributable_rows(spark, self.settings, batch), batch_id)
             return
         gated = distributable_rows(spark, self.settings, batch)
         table = gated.select("*", *sql_flag_columns(self.filters)).toArrow()
@@ -209,13 +213,10 @@ class DistributeJob:
         if os.environ.get(FAULT_ENV) == f"after-send:{batch_id}":
             log.warning("%s: fault injection: killing the process after sending batch %d", self.app_id, batch_id)
             os.kill(os.getpid(), signal.SIGKILL)
-        self._record_hits(spark, alerts, sent, batch_id)
+        self._record_hits(alerts, sent, batch_id)
         self._recorded_batch = batch_id
-        t_recorded = time.monotonic()
-        if self.update_objects:
-            self._merge_objects(gated, batch_id)
         log.info(
-            "%s batch %d: %d alerts, %d messages (%s) in %.1f s: read %.1f, send %.1f, hits %.1f, objects %.1f",
+            "%s batch %d: %d alerts, %d messages (%s) in %.1f s: read %.1f, send %.1f, hits %.1f",
             self.app_id,
             batch_id,
             alerts.num_rows,
@@ -224,8 +225,7 @@ class DistributeJob:
             time.monotonic() - t0,
             t_read - t0,
             t_sent - t_read,
-            t_recorded - t_sent,
-            time.monotonic() - t_recorded,
+            time.monotonic() - t_sent,
         )
 
     def _produce(
@@ -295,12 +295,9 @@ class DistributeJob:
             self.counts[flt_name] += int(mask.sum())
         return sent
 
-    def _record_hits(
-        self, spark: SparkSession, alerts: pa.Table, sent: dict[tuple[str, str, int], Sent], batch_id: int
-    ) -> None:
+    def _record_hits(self, alerts: pa.Table, sent: dict[tuple[str, str, int], Sent], batch_id: int) -> None:
         if not sent:
             return
-        from pyspark.sql.pandas.types import from_arrow_schema
 
         info = {
             i: r
@@ -328,31 +325,24 @@ class DistributeJob:
             }
             for (flt, topic, alert_id), s in sorted(sent.items(), key=lambda kv: (kv[0][1], kv[1].offset))
         ]
-        frame = spark.createDataFrame(
-            pa.Table.from_pylist(rows, FILTER_HITS_SCHEMA).to_pandas(), from_arrow_schema(FILTER_HITS_SCHEMA)
-        )
-        (
-            frame.write.format("delta")
-            .mode("append")
-            .option("txnAppId", self.app_id)
-            .option("txnVersion", batch_id)
-            .option("userMetadata", json.dumps({"job": self.app_id, "batch_id": batch_id, "messages": len(rows)}))
-            .save(self.hits_uri)
+        append_once(
+            self.settings,
+            FILTER_HITS,
+            pa.Table.from_pylist(rows, FILTER_HITS_SCHEMA),
+            self.app_id,
+            batch_id,
+            partition_by=["night"],
+            metadata={"job": self.app_id, "batch_id": batch_id, "messages": len(rows)},
         )
 
     # --- restart bookkeeping ------------------------------------------------------------------------------------
 
     def _last_recorded_batch(self, spark: SparkSession) -> int:
-        from pyspark.sql import functions as F
+        """The last batch this job recorded in gold.filter_hits: the table's txn version of the job's app id."""
+        from deltalake import DeltaTable
 
-        row = (
-            spark.read.format("delta")
-            .load(self.hits_uri)
-            .where(F.col("distribute_app") == self.app_id)
-            .agg(F.max("distribute_batch").alias("b"))
-            .collect()[0]
-        )
-        return -1 if row["b"] is None else int(row["b"])
+        version = DeltaTable(delta_location(self.settings, FILTER_HITS)).transaction_version(self.app_id)
+        return -1 if version is None else int(version)
 
     def _sent_by_killed_run(self, spark: SparkSession) -> dict[tuple[str, int], Sent]:
         """Messages of this job in its topics after the last recorded offsets: sent by a run killed mid-batch."""
@@ -411,6 +401,12 @@ class DistributeJob:
 
     # --- gold.objects ---------------------------------------------------------------------------------------------
 
+    def merge_objects_batch(self, batch: DataFrame, batch_id: int) -> None:
+        """foreachBatch of the objects query: the batch's distributable rows MERGEd into gold.objects."""
+        t0 = time.monotonic()
+        self._merge_objects(distributable_rows(batch.sparkSession, self.settings, batch), batch_id)
+        log.info("%s objects batch %d merged in %.1f s", self.app_id, batch_id, time.monotonic() - t0)
+
     def _merge_objects(self, rows: DataFrame, batch_id: int) -> None:
         """MERGE the batch's state per object into gold.objects (idempotent per batch via Delta's txn confs)."""
         from delta.tables import DeltaTable
@@ -451,7 +447,7 @@ class DistributeJob:
             "n_alerts": "t.n_alerts + s.n_alerts",
             "first_mjd": "least(t.first_mjd, s.first_mjd)",
         }
-        spark.conf.set("spark.databricks.delta.write.txnAppId", f"{self.app_id}-objects")
+        spark.conf.set("spark.databricks.delta.write.txnAppId", self.objects_app_id)
         spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
         try:
             (
@@ -522,32 +518,45 @@ def start(
     topic_suffix: str = "",
     filters_dir: Path = FILTERS_DIR,
     register_tables: bool = True,
-) -> tuple[StreamingQuery, DistributeJob]:
-    """Start the distribution query (``continuous`` or ``available-now``) and return it with its job.
+    objects_interval: str = "30 seconds",
+) -> tuple[list[StreamingQuery], DistributeJob]:
+    """Start distribution (``continuous`` or ``available-now``); return its queries and its job.
 
-    ``topic_suffix`` appends to every topic (staging and tests; live topics have none).
+    Two queries read silver: the distribution itself (filters -> topics -> gold.filter_hits), on the latency
+    path, and the gold.objects MERGE, which runs on its own checkpoint every ``objects_interval`` in continuous
+    mode so a slow MERGE never delays a message. ``topic_suffix`` appends to every topic (staging and tests;
+    live topics have none).
     """
     from delta.tables import DeltaTable
 
     silver_uri = table_uri(settings, SILVER)
     if not DeltaTable.isDeltaTable(spark, silver_uri):
         raise RuntimeError(f"{SILVER} does not exist at {silver_uri} yet: start the enrichment job first")
-    silver = spark.readStream.format("delta").option("maxFilesPerTrigger", str(max_files)).load(silver_uri)
+
+    def silver_stream() -> DataFrame:
+        return spark.readStream.format("delta").option("maxFilesPerTrigger", str(max_files)).load(silver_uri)
+
+    silver = silver_stream()
     filters = filters if filters is not None else load_filters(filters_dir, columns=silver.columns)
     for name, reason in filters.rejected.items():
         log.error("filter %s not distributed: %s", name, reason)
     job = DistributeJob(settings, filters, topic_suffix=topic_suffix, register_tables=register_tables)
     job.prepare(spark, silver.schema)
     log.info("distributing %d filters to %d topics: %s", len(job.filters), len(job.topics()), ", ".join(job.topics()))
-    writer = (
-        silver.writeStream.queryName(APP_ID)
-        .foreachBatch(job.write_batch)
-        .option("checkpointLocation", checkpoint_uri(settings, APP_ID))
-    )
-    writer = (
-        writer.trigger(availableNow=True) if trigger == "available-now" else writer.trigger(processingTime=interval)
-    )
-    return writer.start(), job
+    queries = []
+    for name, frame, batch_fn, every in (
+        (job.app_id, silver, job.write_batch, interval),
+        (job.objects_app_id, silver_stream(), job.merge_objects_batch, objects_interval),
+    ):
+        writer = (
+            frame.writeStream.queryName(name)
+            .foreachBatch(batch_fn)
+            .option("checkpointLocation", checkpoint_uri(settings, name))
+        )
+        bounded = trigger == "available-now"
+        writer = writer.trigger(availableNow=True) if bounded else writer.trigger(processingTime=every)
+        queries.append(writer.start())
+    return queries, job
 
 
 def replay_filter(
@@ -633,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trigger", choices=["continuous", "available-now"], default="continuous")
     parser.add_argument("--interval", default="1 second", help="processing-time trigger of continuous mode")
     parser.add_argument("--max-files", type=int, default=50, help="silver files per micro-batch at most")
+    parser.add_argument("--objects-interval", default="30 seconds", help="continuous: how often gold.objects is MERGEd")
     parser.add_argument("--timeout", type=float, default=0, help="continuous: stop after this many seconds")
     parser.add_argument(
         "--topic-suffix",
@@ -652,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     from alertlake.spark import build_spark
 
     spark = build_spark(settings, "alertlake-distribute")
-    query, job = start(
+    queries, job = start(
         spark,
         settings,
         args.trigger,
@@ -661,20 +671,25 @@ def main(argv: list[str] | None = None) -> int:
         topic_suffix=args.topic_suffix,
         filters_dir=args.filters_dir,
         register_tables=not args.no_trino,
+        objects_interval=args.objects_interval,
     )
     deadline = time.monotonic() + args.timeout if args.timeout else None
     try:
-        while query.isActive:
-            query.awaitTermination(10)
-            if deadline and time.monotonic() > deadline:
-                query.stop()
+        while any(q.isActive for q in queries):
+            failed = [q for q in queries if not q.isActive and q.exception()]
+            if failed or (deadline and time.monotonic() > deadline):
+                break
+            time.sleep(2)
     except KeyboardInterrupt:
-        query.stop()
+        pass
+    for query in queries:
+        if query.isActive:
+            query.stop()
     log.info("sent per filter: %s", dict(job.counts))
-    if query.exception():
-        log.error("distribution failed: %s", query.exception())
-        return 1
-    return 0
+    errors = [f"{q.name}: {q.exception()}" for q in queries if q.exception()]
+    for error in errors:
+        log.error("distribution failed: %s", error)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
