@@ -96,6 +96,44 @@ def test_good_batch_passes_bad_batch_is_held_then_released(
         quality.release(lake, "test_enrich:1", "nothing to release")
 
 
+def test_gate_stats_folded_into_the_batch_figures_still_hold_a_failing_batch(
+    spark: SparkSession, lake: Settings, good: DataFrame
+) -> None:
+    """The enrichment job's path: batch figures and in-batch checks in one aggregation; the gate only records."""
+    from pyspark.sql import functions as F
+
+    from jobs.enrich import BatchFigures
+    from tests.integration.quality_data import silver_refs
+
+    bad = corrupt(good).withColumn("enrich_batch", F.lit("test_enrich:3"))
+    bad_alert = good.orderBy("alert_id").first()
+    assert bad_alert is not None
+    plan = quality.gate_plan(quality.SILVER, bad)
+    figures = BatchFigures.of(bad, silver_refs(), plan)
+    assert figures.rows == good.count() and figures.nights and figures.surveys
+    assert figures.gate_stats == plan.compute()  # the same aggregates as the gate's own action
+
+    verdict = quality.gate_batch(spark, lake, bad, quality.SILVER, "test_enrich:3", plan=plan, stats=figures.gate_stats)
+    assert verdict.status == quality.HELD and verdict.rows == figures.rows
+    failures = "\n".join(verdict.critical_failures)
+    for column in ("(ra)", "(supernova_score)", "(anomaly_model_uri)"):
+        assert column in failures
+    assert str(bad_alert["alert_id"]) in failures
+    assert "test_enrich:3" in [b.batch_key for b in quality.held(lake)]
+    assert quality.distributable(spark, lake, bad).count() == 0
+
+    # Figures without the gate: the same counts, no gate aggregates; stats of another plan are refused.
+    plain = BatchFigures.of(bad, silver_refs())
+    assert (plain.rows, plain.nights, plain.errors, plain.gate_stats) == (
+        figures.rows,
+        figures.nights,
+        figures.errors,
+        {},
+    )
+    with pytest.raises(ValueError, match="lack the gate's aggregates"):
+        quality.gate_batch(spark, lake, bad, quality.SILVER, "test_enrich:3", plan=plan, stats={"m0": 1})
+
+
 def test_nightly_suite_report_and_docs(spark: SparkSession, lake: Settings, good: DataFrame) -> None:
     from pyspark.sql import functions as F
 

@@ -130,3 +130,56 @@ def test_quantiles() -> None:
     q = _quantiles([float(x) for x in range(1, 101)])
     assert q["count"] == 100 and q["p50"] == 51.0 and q["max"] == 100.0
     assert _quantiles([])["p50"] is None
+
+
+def test_null_checks_reuse_the_value_counts() -> None:
+    not_null = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "ra"}, "severity": "critical"}
+    null = {"type": "expect_column_values_to_be_null", "kwargs": {"column": "ra"}, "severity": "warning"}
+    plan = quality.aggregations(checks(not_null, null, RA), ["ra"])
+    assert len(plan.aggregates) == 3  # count(1), count_if(ra IS NOT NULL), RA's unexpected rows
+    stats = {"m0": 10, plan.counts[0]["nonnull"]: 7, plan.counts[2]["unexpected"]: 0}
+    missing, present, _ = quality.evaluate(checks(not_null, null, RA), {"ra": "DoubleType"}, plan, stats)
+    assert (missing.unexpected_count, missing.success) == (3, False)
+    assert (present.unexpected_count, present.success) == (7, False)
+
+
+def test_gx_result_json_reads_back_as_gx_own_result(tmp_path: Any) -> None:
+    """The in-batch gate writes GX's validation result without GX; GX reads it as the result it would build."""
+    import datetime as dt
+    import json
+
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+
+    from alertlake.settings import Settings
+
+    table = quality.SILVER
+    chosen = quality.in_batch_expectations(quality.suite_definition(table))
+    results = []
+    for n, (i, e) in enumerate(chosen):
+        r = quality.CheckResult(i, e["type"], e["kwargs"].get("column"), e["kwargs"], e["severity"], n % 5 != 0)
+        if n % 2:
+            r.element_count, r.unexpected_count, r.unexpected_percent = 100, 3, 3.0
+            r.examples, r.alert_ids = ["400.0", "-1.5"], [42, 43]
+        else:
+            r.observed = ["a", "b"] if n % 4 else 7
+        results.append(r)
+    checked_at = dt.datetime(2026, 11, 25, 16, 2, 30, 130898, tzinfo=dt.UTC)
+    settings = Settings().model_copy(update={"state_dir": tmp_path})
+    path = quality.write_gx_result(settings, table, "enrich_ztf:7", results, checked_at)
+
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=quality.suite_name(table)),
+        run_id=RunIdentifier(run_name="enrich_ztf_7", run_time=checked_at),
+        batch_identifier="enrich_ztf_7",
+    )
+    assert path == quality.gx_result_path(settings, key)  # where GX's store puts it
+    loaded = quality.gx_context(settings).validation_results_store.get(key)  # as Data Docs reads it
+    expected = quality.to_gx_result(table, "enrich_ztf:7", results, checked_at)
+    assert loaded.to_json_dict() == expected.to_json_dict()
+    assert json.loads(path.read_text())["success"] is expected.success
+    ValidationResultsPageRenderer().render(loaded)  # Data Docs can render it
