@@ -16,7 +16,9 @@ Each micro-batch is
    which load each model once per Python worker. A moved alias takes effect at the next run;
 3. *written idempotently*, keyed on ``(survey, alert_id)``: a row already in ``silver.alerts`` is not written
    again (a retried batch, or a night already recomputed by a replay), and the batch's figures go into the
-   Delta commit (``userMetadata``); then the data-quality gate (:func:`alertlake.quality.gate_batch`) checks it.
+   Delta commit (``userMetadata``); then the data-quality gate (:func:`alertlake.quality.gate_batch`) records
+   its verdict. The figures and the gate's in-batch checks are one aggregation, one Spark action, over the
+   persisted rows (:class:`BatchFigures`): the gate adds no pass over the data.
 
 The same code runs continuously (processing-time trigger) or bounded (``--trigger available-now``), and
 recomputes a night with pinned versions (:func:`replay_enrich`, ``alertlake replay enrich``): a batch read of
@@ -46,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 
 from alertlake import modules as registry
+from alertlake import quality
 from alertlake.lake import checkpoint_uri, table_uri
 from alertlake.modules import OUTPUT_TYPES, ScienceModule, error_column, null_outputs, run_module_safely
 from alertlake.quality_cuts import QUALITY_COLUMNS, quality_cuts
@@ -362,32 +365,48 @@ def silver_rows(bronze: DataFrame, refs: Sequence[ModuleRef], enrich_batch: str)
 # ------------------------------------------------------------------------------------------- writing
 @dataclass
 class BatchFigures:
-    """What one enrichment batch did, from a single aggregation over its rows."""
+    """What one enrichment batch did, from a single global aggregation over its rows."""
 
     rows: int = 0
     passed_cuts: int = 0
     nights: list[str] = field(default_factory=list)
     surveys: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    #: The data-quality gate's aggregates, computed in the same aggregation (empty when none were asked for).
+    gate_stats: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    @classmethod
-    def of(cls, rows: DataFrame, refs: Sequence[ModuleRef]) -> BatchFigures:
-        """Count rows, cut passes and module errors per night and survey in one Spark action."""
+    @staticmethod
+    def columns(refs: Sequence[ModuleRef]) -> list[Any]:
+        """The figures as aggregate columns (named ``fig_*``: no clash with the gate's ``m<n>``)."""
         from pyspark.sql import functions as F
 
-        aggs = [F.count(F.lit(1)).alias("rows"), F.sum(F.col("quality_pass").cast("int")).alias("passed")]
-        aggs += [F.count(F.col(error_column(r.name))).alias(f"err_{r.name}") for r in refs]
-        figures = cls()
-        for row in rows.groupBy("night", "survey").agg(*aggs).collect():
-            figures.rows += int(row["rows"])
-            figures.passed_cuts += int(row["passed"] or 0)
-            figures.nights.append(row["night"])
-            figures.surveys.append(row["survey"])
-            for r in refs:
-                figures.errors[r.name] = figures.errors.get(r.name, 0) + int(row[f"err_{r.name}"])
-        figures.nights = sorted(set(figures.nights))
-        figures.surveys = sorted(set(figures.surveys))
-        return figures
+        aggs = [
+            F.count(F.lit(1)).alias("fig_rows"),
+            F.sum(F.col("quality_pass").cast("int")).alias("fig_passed"),
+            F.collect_set("night").alias("fig_nights"),
+            F.collect_set("survey").alias("fig_surveys"),
+        ]
+        return aggs + [F.count(F.col(error_column(r.name))).alias(f"fig_err_{r.name}") for r in refs]
+
+    @classmethod
+    def of(cls, rows: DataFrame, refs: Sequence[ModuleRef], gate: quality.GatePlan | None = None) -> BatchFigures:
+        """Count rows, cut passes and module errors, list nights and surveys: one Spark action.
+
+        With ``gate`` (:func:`alertlake.quality.gate_plan` of ``rows``), the gate's aggregates are computed in
+        the same action, over the gate's view of the rows, and kept in :attr:`gate_stats`.
+        """
+        if gate is None:
+            row = rows.select(*cls.columns(refs)).collect()[0].asDict()
+        else:
+            row = gate.view.select(*cls.columns(refs), *gate.columns()).collect()[0].asDict()
+        return cls(
+            rows=int(row["fig_rows"]),
+            passed_cuts=int(row["fig_passed"] or 0),
+            nights=sorted(row["fig_nights"]),
+            surveys=sorted(row["fig_surveys"]),
+            errors={r.name: int(row[f"fig_err_{r.name}"]) for r in refs},
+            gate_stats={k: v for k, v in row.items() if not k.startswith("fig_")} if gate is not None else {},
+        )
 
 
 def ensure_silver(spark: SparkSession, settings: Settings, refs: Sequence[ModuleRef]) -> None:
@@ -406,15 +425,18 @@ def _sql_list(values: Iterable[str]) -> str:
     return ", ".join(sql_string(v) for v in values)
 
 
-def gate(spark: SparkSession, settings: Settings, rows: DataFrame, batch_key: str) -> Any:
-    """Run the data-quality gate on a written batch; a gate not implemented yet only warns."""
-    from alertlake import quality
-
-    try:
-        return quality.gate_batch(spark, settings, rows, table=SILVER, batch_key=batch_key)
-    except NotImplementedError as exc:
-        log.warning("data-quality gate not available (%s): batch %s not checked", exc, batch_key)
-        return None
+def gate(
+    spark: SparkSession,
+    settings: Settings,
+    rows: DataFrame,
+    batch_key: str,
+    figures: BatchFigures,
+    plan: quality.GatePlan,
+) -> quality.Verdict:
+    """Record the data-quality gate's verdict on a written batch from the aggregates ``figures`` carries."""
+    return quality.gate_batch(
+        spark, settings, rows, table=SILVER, batch_key=batch_key, plan=plan, stats=figures.gate_stats
+    )
 
 
 @dataclass
@@ -425,6 +447,9 @@ class EnrichJob:
     app_id: str
     refs: list[ModuleRef]
     history: list[dict[str, Any]] = field(default_factory=list)  # figures of every batch, newest last
+    #: Gate every batch (:mod:`alertlake.quality`). False only to measure the gate's cost (bench/quality.py):
+    #: an unchecked batch is never distributed.
+    quality_gate: bool = True
 
     @property
     def silver_uri(self) -> str:
@@ -439,60 +464,51 @@ class EnrichJob:
 
     def write_batch(self, bronze: DataFrame, batch_id: int) -> None:
         """Enrich one micro-batch and append its new rows to silver (rows already there are skipped)."""
-        from pyspark.sql import functions as F
-
-        t0 = time.monotonic()
-        spark = bronze.sparkSession
-        key = f"{self.app_id}:{batch_id}"
-        rows = silver_rows(bronze, self.refs, key).persist()
-        try:
-            figures = BatchFigures.of(rows, self.refs)
-            if not figures.rows:
-                return
-            t_enriched = time.monotonic()
-            # Keyed insert: only the batch's keys already in silver (usually none) are looked up, then dropped.
-            existing = (
-                spark.read.format("delta")
-                .load(self.silver_uri)
-                .where(F.col("night").isin(figures.nights) & F.col("survey").isin(figures.surveys))
-                .select(*KEY)
-                .join(F.broadcast(rows.select(*KEY)), list(KEY), "left_semi")
-            )
-            new_rows = rows.join(F.broadcast(existing), list(KEY), "left_anti")
-            meta = self._meta(key, figures)
-            (
-                new_rows.write.format("delta")
-                .mode("append")
-                .option("mergeSchema", "true")
-                .option("userMetadata", json.dumps(meta))
-                .save(self.silver_uri)
-            )
-            t_written = time.monotonic()
-            gate(spark, self.settings, rows, key)
-            self._report(key, figures, meta, t0, t_enriched, t_written)
-        finally:
-            rows.unpersist()
+        self._write(bronze, f"{self.app_id}:{batch_id}", "append")
 
     def overwrite_night(
         self, spark: SparkSession, bronze: DataFrame, night: str, surveys: Sequence[str], key: str
     ) -> BatchFigures:
         """Recompute ``night`` from ``bronze`` and replace that night's silver rows of ``surveys`` in one commit."""
+        return self._write(bronze, key, "overwrite", f"night = '{night}' AND survey IN ({_sql_list(surveys)})")
+
+    def _write(self, bronze: DataFrame, key: str, mode: str, replace_where: str | None = None) -> BatchFigures:
+        """Enrich ``bronze`` as batch ``key``, write it to silver, gate it, report it.
+
+        ``mode`` ``append``: a keyed insert (rows already in silver are skipped; an empty batch writes nothing).
+        ``overwrite``: the rows replace those matching ``replace_where`` in one commit. The batch figures and the
+        gate's aggregates come from one Spark action over the persisted rows; the gate then only records.
+        """
+        from pyspark.sql import functions as F
+
         t0 = time.monotonic()
+        spark = bronze.sparkSession
         rows = silver_rows(bronze, self.refs, key).persist()
         try:
-            figures = BatchFigures.of(rows, self.refs)
+            plan = quality.gate_plan(SILVER, rows) if self.quality_gate else None
+            figures = BatchFigures.of(rows, self.refs, plan)
+            if mode == "append" and not figures.rows:
+                return figures
             t_enriched = time.monotonic()
+            out = rows
+            if mode == "append":
+                # Keyed insert: only the batch's keys already in silver (usually none) are looked up, then dropped.
+                existing = (
+                    spark.read.format("delta")
+                    .load(self.silver_uri)
+                    .where(F.col("night").isin(figures.nights) & F.col("survey").isin(figures.surveys))
+                    .select(*KEY)
+                    .join(F.broadcast(rows.select(*KEY)), list(KEY), "left_semi")
+                )
+                out = rows.join(F.broadcast(existing), list(KEY), "left_anti")
             meta = self._meta(key, figures)
-            (
-                rows.write.format("delta")
-                .mode("overwrite")
-                .option("replaceWhere", f"night = '{night}' AND survey IN ({_sql_list(surveys)})")
-                .option("mergeSchema", "true")
-                .option("userMetadata", json.dumps(meta))
-                .save(self.silver_uri)
-            )
+            writer = out.write.format("delta").mode(mode).option("mergeSchema", "true")
+            if replace_where is not None:
+                writer = writer.option("replaceWhere", replace_where)
+            writer.option("userMetadata", json.dumps(meta)).save(self.silver_uri)
             t_written = time.monotonic()
-            gate(spark, self.settings, rows, key)
+            if plan is not None:
+                gate(spark, self.settings, rows, key, figures, plan)
             self._report(key, figures, meta, t0, t_enriched, t_written)
             return figures
         finally:
@@ -510,17 +526,19 @@ class EnrichJob:
         }
 
     def _report(self, key: str, figures: BatchFigures, meta: dict[str, Any], t0: float, t1: float, t2: float) -> None:
-        self.history.append({**meta, "seconds": time.monotonic() - t0})
+        """Log the batch and keep its figures, with the seconds of each phase: enrich (the one aggregation,
+        gate checks included), write, and gate (recording the verdict)."""
+        now = time.monotonic()
+        phases = {"enrich": t1 - t0, "write": t2 - t1, "gate": now - t2}
+        self.history.append({**meta, "seconds": now - t0, "phases": phases})
         failed = {k: v for k, v in figures.errors.items() if v}
         log.info(
             "%s: %d alerts (%d passed the cuts) -> silver in %.1f s (enrich %.1f, write %.1f, gate %.1f)%s",
             key,
             figures.rows,
             figures.passed_cuts,
-            time.monotonic() - t0,
-            t1 - t0,
-            t2 - t1,
-            time.monotonic() - t2,
+            now - t0,
+            *phases.values(),
             f"; module errors: {failed}" if failed else "",
         )
         if failed:

@@ -7,6 +7,7 @@ isolated; Trino registration is skipped by pointing the lake's settings at a clo
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -112,6 +113,19 @@ def test_every_alert_enriched_with_provenance(phase1: dict[str, Any], champions:
     assert passed["features_n_det_all_bands"].notna().all()
     assert failed["supernova_score"].isna().all()
     assert passed["xmatch_vsx_type"].notna().sum() > 0  # the sample holds known variable stars
+
+
+def test_every_batch_is_gated_from_the_figures_aggregation(phase1: dict[str, Any], lake: Settings) -> None:
+    from alertlake import quality
+
+    rows = phase1["silver"]
+    checked = {b.batch_key: b for b in quality.batches(lake, table=enrich.SILVER)}
+    per_batch = rows.groupby("enrich_batch").size()
+    for key, count in per_batch.items():
+        assert checked[key].rows == count and checked[key].status in (quality.PASSED, quality.HELD), key
+    results = quality.read_table(lake, quality.RESULTS).to_pylist()
+    assert {r["batch_key"] for r in results} >= set(per_batch.index)
+    assert all(Path(checked[k].gx_result or "").exists() for k in per_batch.index)
 
 
 def test_rerun_from_scratch_writes_nothing_twice(phase1: dict[str, Any], spark: SparkSession, lake: Settings) -> None:
