@@ -112,16 +112,10 @@ def object_score_columns() -> list[str]:
 
 
 def distributable_rows(spark: SparkSession, settings: Settings, silver: DataFrame) -> DataFrame:
-    """The quality gate; until it is implemented every row passes, with a warning."""
+    """The quality gate: only rows of batches that passed the checks or were released (fail closed)."""
     from alertlake import quality
 
-    try:
-        return quality.distributable(spark, settings, silver)
-    except NotImplementedError:
-        if not getattr(distributable_rows, "_warned", False):
-            log.warning("quality gate not implemented yet (alertlake.quality.distributable): distributing all rows")
-            distributable_rows._warned = True  # type: ignore[attr-defined]
-        return silver
+    return quality.distributable(spark, settings, silver)
 
 
 @dataclass
