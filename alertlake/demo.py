@@ -121,10 +121,22 @@ def main(argv: list[str] | None = None) -> int:
 
     console.rule("3. what the lake holds")
     console.print(counts_table(settings, night))
+    _print_reconciliation(settings, nights)
     _print_science(settings, night)
     _print_streams(settings)
     _print_urls(settings)
     return 0
+
+
+def _print_reconciliation(settings: Settings, nights: dict[str, str]) -> None:
+    """Kafka offsets -> bronze + quarantine -> silver -> distributed for tonight, per survey, with any gap."""
+    from alertlake.reconcile import reconcile
+
+    console.print("[bold]Reconciliation across stages (alertlake quality reconcile):[/]")
+    for survey, night in nights.items():
+        report = reconcile(settings, survey, night)
+        colour = "green" if report.ok else "red"
+        console.print(f"[{colour}]{report.render()}[/]", highlight=False)
 
 
 def _print_science(settings: Settings, night: str) -> None:

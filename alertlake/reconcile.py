@@ -131,9 +131,10 @@ def kafka_ranges(
                 out[partition] = (low, high)
                 continue
             begin, end = (int(t.timestamp() * 1000) for t in night_window)
-            found = client.offsets_for_times(
-                [TopicPartition(topic, partition, begin), TopicPartition(topic, partition, end)], timeout=10
-            )
+            # One lookup per call: given the same partition twice in one request, the client answers only one.
+            found = [
+                client.offsets_for_times([TopicPartition(topic, partition, t)], timeout=10)[0] for t in (begin, end)
+            ]
             # -1: no message at or after that time, i.e. the range runs to the end of the partition.
             first = found[0].offset if found[0].offset >= 0 else high
             last = found[1].offset if found[1].offset >= 0 else high
