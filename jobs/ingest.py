@@ -60,7 +60,12 @@ DECODED = pa.schema(
         pa.field("reason", pa.string()),  # null when the message decoded and validated
         pa.field("error", pa.string()),
         pa.field("schema_version", pa.string()),
+        # The schemaless Avro body for Spark's decoder: where it lies in ``raw`` when it is a verbatim slice
+        # of it (Rubin's frame, ZTF's uncompressed container), so the batch holds each message's bytes once;
+        # ``body`` itself only when it is not (a deflated ZTF block).
         pa.field("body", pa.binary()),
+        pa.field("body_offset", pa.int32()),
+        pa.field("body_length", pa.int32()),
         pa.field("alert_id", pa.int64()),
         pa.field("object_id", pa.string()),
         pa.field("night", pa.string()),
@@ -121,6 +126,18 @@ def bronze_schema(survey: str) -> pa.Schema:
 
 
 # ------------------------------------------------------------------------------------------- decoding
+KAFKA_FIELDS = ("kafka_topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "raw")
+DECODED_FIELDS = [n for n in DECODED.names if n not in KAFKA_FIELDS]  # what _decode_one returns
+
+
+def body_span(value: bytes, body: bytes) -> tuple[int, int] | None:
+    """(offset, length) of ``body`` in ``value`` when it is a verbatim slice of it, else None."""
+    start = value.find(body[:64])
+    if start < 0 or value[start : start + len(body)] != body:
+        return None
+    return start, len(body)
+
+
 def decoder(survey_name: str, max_bytes: int | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function: Kafka rows in, one :data:`DECODED` row per message out. Never raises."""
 
@@ -139,7 +156,7 @@ def decoder(survey_name: str, max_bytes: int | None) -> Callable[[Iterator[pa.Re
                 out["raw"].append(value)
                 context = MessageContext(topic=topic, partition=partition, offset=offset)
                 fields = _decode_one(survey, value or b"", context, max_bytes)
-                for key in ("reason", "error", "schema_version", "body", "alert_id", "object_id", "night", "canonical"):
+                for key in DECODED_FIELDS:
                     out[key].append(fields.get(key))
             yield pa.RecordBatch.from_pydict(out, schema=DECODED)
 
@@ -153,13 +170,16 @@ def _decode_one(survey: Any, value: bytes, context: MessageContext, max_bytes: i
             return {"reason": "corrupt_avro", "error": f"{context.describe()}: expected one alert, found {len(alerts)}"}
         alert, row = alerts[0]
         body = survey.schemaless_body(value, alert.schema_version)
+        span = body_span(value, body)
     except BadMessage as exc:
         return {"reason": exc.reason, "error": str(exc.with_context(survey=survey.name, context=context))}
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure must quarantine the message, not kill the stream
         return {"reason": "decoder_error", "error": f"{context.describe()}: {type(exc).__name__}: {exc}"}
     return {
         "schema_version": alert.schema_version,
-        "body": body,
+        "body": None if span else body,
+        "body_offset": span[0] if span else None,
+        "body_length": span[1] if span else None,
         "alert_id": row["alert_id"],
         "object_id": row["object_id"],
         "night": row["night"],
@@ -211,12 +231,13 @@ def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataF
 
     survey = get_survey(survey_name)
     union = from_arrow_type(pa.struct(list(native_schema(survey_name))))
-    others = [c for c in good.columns if c != "body"]
+    others = [c for c in good.columns if c not in ("body", "body_offset", "body_length")]
+    body = F.coalesce(F.col("body"), F.substring(F.col("raw"), F.col("body_offset") + 1, F.col("body_length")))
     parts = []
     for version in versions:
         avro = survey.avro_schema(version)
         decoded = good.where(F.col("schema_version") == version).select(
-            *others, from_avro(F.col("body"), json.dumps(avro), {"mode": "PERMISSIVE"}).alias("_decoded")
+            *others, from_avro(body, json.dumps(avro), {"mode": "PERMISSIVE"}).alias("_decoded")
         )
         parts.append(
             decoded.select(

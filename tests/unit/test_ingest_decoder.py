@@ -1,0 +1,79 @@
+"""The ingestion job's Python decoder (the ``mapInArrow`` function), run on real samples without Spark.
+
+It hands Spark each good message's schemaless body by position in the raw bytes when the body is a verbatim
+slice (so a batch holds every message once), and as its own bytes when it is not (a deflated ZTF block).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import fastavro
+import pyarrow as pa
+import pytest
+
+from alertlake.surveys import get_survey
+from alertlake.surveys.samples import sample_messages
+from jobs.ingest import DECODED, body_span, decoder
+
+
+def kafka_batch(messages: list[bytes], topic: str = "t") -> pa.RecordBatch:
+    """What Spark's Kafka source hands ``mapInArrow`` (the columns the decoder reads)."""
+    n = len(messages)
+    return pa.RecordBatch.from_pydict(
+        {
+            "value": messages,
+            "topic": [topic] * n,
+            "partition": [0] * n,
+            "offset": list(range(n)),
+            "timestamp": [dt.datetime(2026, 1, 5, tzinfo=dt.UTC)] * n,
+        }
+    )
+
+
+def decode(survey: str, messages: list[bytes]) -> list[dict]:
+    out = list(decoder(survey, None)(iter([kafka_batch(messages)])))
+    assert all(b.schema == DECODED for b in out)
+    return pa.Table.from_batches(out).to_pylist()
+
+
+@pytest.mark.parametrize("survey", ["ztf", "lsst"])
+def test_good_messages_carry_their_body_as_a_span_of_the_raw_bytes(survey: str) -> None:
+    handler = get_survey(survey)
+    samples = sample_messages(survey, real_only=True)  # lsst-alert-packet's fake alerts lack required ids
+    rows = decode(survey, [s.message for s in samples])
+    assert len(rows) == len(samples)
+    for sample, row in zip(samples, rows, strict=True):
+        assert row["reason"] is None, row["error"]
+        assert row["body"] is None
+        start, length = row["body_offset"], row["body_length"]
+        assert row["raw"][start : start + length] == handler.schemaless_body(sample.message, row["schema_version"])
+
+
+def test_a_deflated_ztf_block_is_passed_as_its_own_bytes() -> None:
+    ztf = get_survey("ztf")
+    sample = sample_messages("ztf", "3.3")[0]
+    reader = fastavro.reader(io.BytesIO(sample.message))
+    records = list(reader)
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, reader.writer_schema, records, codec="deflate")
+    deflated = buffer.getvalue()
+    (row,) = decode("ztf", [deflated])
+    assert row["reason"] is None, row["error"]
+    assert row["body_offset"] is None and row["body_length"] is None
+    assert row["body"] == ztf.schemaless_body(deflated, "3.3")
+    assert fastavro.schemaless_reader(io.BytesIO(row["body"]), reader.writer_schema) == records[0]
+
+
+def test_bad_messages_keep_their_raw_bytes_and_no_body() -> None:
+    rows = decode("ztf", [b"", b"\x00garbage"])
+    for row in rows:
+        assert row["reason"] is not None and row["error"]
+        assert row["body"] is None and row["body_offset"] is None
+    assert [r["raw"] for r in rows] == [b"", b"\x00garbage"]
+
+
+def test_body_span() -> None:
+    assert body_span(b"head-BODY-tail", b"BODY") == (5, 4)
+    assert body_span(b"head-BODY-tail", b"BODX") is None
