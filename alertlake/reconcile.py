@@ -156,11 +156,11 @@ def offset_gaps(ranges: dict[int, tuple[int, int]], topic: str, seen: list[Coord
 
 def reconcile(settings: Settings, survey: str, night: str | None) -> Report:
     """Reconcile ``survey``'s ``night`` (``YYYY-MM-DD``, by Kafka timestamp; None: everything) across stages."""
+    from alertlake.kafka import survey_topic
     from alertlake.lake import night_window
-    from alertlake.surveys import get_survey
     from jobs.ingest import QUARANTINE, bronze_table
 
-    topic = get_survey(survey).default_topic
+    topic = survey_topic(settings, survey)
     ranges = kafka_ranges(settings, topic, night_window(survey, night) if night else None)
     report = Report(survey, night, topic, kafka_ranges=ranges)
     report.kafka_messages = sum(b - a for a, b in ranges.values())

@@ -43,6 +43,11 @@ def test_ingest_dag_catches_up_and_reconciles(
         assert len(bronze) + in_quarantine == summary.alerts + summary.bad
         assert bronze["alert_id"].is_unique
         assert in_quarantine >= summary.bad  # every bad message, plus the sample's own repeated alert ids
+        # The reconcile task counted this test's own topic, message by message (not a vacuous pass).
+        ti = next(t for t in run.get_task_instances() if t.task_id == f"reconcile_{survey}")
+        figures = ti.xcom_pull(task_ids=f"reconcile_{survey}")
+        assert figures["kafka_messages"] == summary.alerts + summary.bad
+        assert figures["bronze_rows"] + figures["quarantine_rows"] == figures["kafka_messages"]
 
 
 def test_maintenance_dag_compacts(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
