@@ -524,8 +524,14 @@ def start(
     from delta.tables import DeltaTable
 
     silver_uri = table_uri(settings, SILVER)
-    if not DeltaTable.isDeltaTable(spark, silver_uri):
-        raise RuntimeError(f"{SILVER} does not exist at {silver_uri} yet: start the enrichment job first")
+    waited = 0.0
+    while not DeltaTable.isDeltaTable(spark, silver_uri):
+        if trigger == "available-now":
+            raise RuntimeError(f"{SILVER} does not exist at {silver_uri} yet: run the enrichment job first")
+        if waited % 60 == 0:
+            log.info("waiting for %s at %s (created by the enrichment job)", SILVER, silver_uri)
+        time.sleep(5)
+        waited += 5
 
     def silver_stream() -> DataFrame:
         return spark.readStream.format("delta").option("maxFilesPerTrigger", str(max_files)).load(silver_uri)
