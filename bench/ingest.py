@@ -117,12 +117,14 @@ def latency(rate: float, seconds: float, drop_cutouts: bool, work: Path) -> dict
     proc.terminate()
     proc.wait(60)
     sampler.running = False
+    import pandas as pd
     from deltalake import DeltaTable
 
     batches = {c["batch_id"]: c["committed_ms"] / 1000 for c in _commits(lake)}
     table = DeltaTable(str(lake / "bronze" / "ztf_alerts")).to_pandas(columns=["kafka_timestamp", "ingest_batch"])
     table = table[table["ingest_batch"].isin(batches)]
-    lat = table["ingest_batch"].map(batches) - table["kafka_timestamp"].astype("int64") / 1e9
+    sent_s = (table["kafka_timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()  # whatever the unit
+    lat = table["ingest_batch"].map(batches) - sent_s
     return {
         "rate": rate,
         "sent": sent.alerts,

@@ -372,6 +372,7 @@ class BatchFigures:
     nights: list[str] = field(default_factory=list)
     surveys: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    alert_ids: tuple[int, int] | None = None  # smallest and largest alert id of the batch
     #: The data-quality gate's aggregates, computed in the same aggregation (empty when none were asked for).
     gate_stats: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -385,6 +386,8 @@ class BatchFigures:
             F.sum(F.col("quality_pass").cast("int")).alias("fig_passed"),
             F.collect_set("night").alias("fig_nights"),
             F.collect_set("survey").alias("fig_surveys"),
+            F.min("alert_id").alias("fig_min_id"),
+            F.max("alert_id").alias("fig_max_id"),
         ]
         return aggs + [F.count(F.col(error_column(r.name))).alias(f"fig_err_{r.name}") for r in refs]
 
@@ -405,6 +408,7 @@ class BatchFigures:
             nights=sorted(row["fig_nights"]),
             surveys=sorted(row["fig_surveys"]),
             errors={r.name: int(row[f"fig_err_{r.name}"]) for r in refs},
+            alert_ids=None if row["fig_min_id"] is None else (int(row["fig_min_id"]), int(row["fig_max_id"])),
             gate_stats={k: v for k, v in row.items() if not k.startswith("fig_")} if gate is not None else {},
         )
 
@@ -493,10 +497,14 @@ class EnrichJob:
             out = rows
             if mode == "append":
                 # Keyed insert: only the batch's keys already in silver (usually none) are looked up, then dropped.
+                # The id range lets Delta skip every file of the night whose ids lie outside it (alert ids grow
+                # through a night, so a stream's earlier files rarely overlap a new batch).
+                low, high = figures.alert_ids or (0, -1)
                 existing = (
                     spark.read.format("delta")
                     .load(self.silver_uri)
                     .where(F.col("night").isin(figures.nights) & F.col("survey").isin(figures.surveys))
+                    .where(F.col("alert_id").between(low, high))
                     .select(*KEY)
                     .join(F.broadcast(rows.select(*KEY)), list(KEY), "left_semi")
                 )
@@ -627,6 +635,7 @@ def run(
         "rows": sum(b["rows"] for b in batches),
         "module_errors": {r.name: sum(b["module_errors"].get(r.name, 0) for b in batches) for r in refs},
         "nights": sorted({n for b in batches for n in b["nights"]}),
+        "history": batches,
     }
 
 
