@@ -51,22 +51,30 @@ def _stage(client: AirflowClient, dag_id: str, conf: dict[str, Any], since: str 
     return run
 
 
-def counts_table(settings: Settings, night: str) -> Table:
-    """Rows per stage for the night, read through Trino."""
+def counts_table(settings: Settings, nights: dict[str, str]) -> Table:
+    """Rows per stage for tonight, read through Trino (each survey's night as its observatory counts it)."""
     from alertlake import trino
 
-    table = Table(title=f"AlertLake, night {night}: rows per stage (via Trino)")
+    tonight = " OR ".join(f"(survey = '{s}' AND night = '{n}')" for s, n in sorted(nights.items()))
+    title = ", ".join(f"{s} {n}" for s, n in sorted(nights.items()))
+    table = Table(title=f"AlertLake, tonight ({title}): rows per stage (via Trino)")
     for col in ("stage", "table", "rows"):
         table.add_column(col)
     queries = [
-        ("bronze", "lake.bronze.ztf_alerts", f"SELECT count(*) FROM lake.bronze.ztf_alerts WHERE night = '{night}'"),
-        ("bronze", "lake.bronze.lsst_alerts", f"SELECT count(*) FROM lake.bronze.lsst_alerts WHERE night = '{night}'"),
+        (
+            "bronze",
+            f"lake.bronze.{s}_alerts",
+            f"SELECT count(*) FROM lake.bronze.{s}_alerts WHERE night = '{n}'",
+        )
+        for s, n in sorted(nights.items())
+    ]
+    queries += [
         ("quarantine", "lake.bronze.quarantine", "SELECT count(*) FROM lake.bronze.quarantine"),
-        ("silver", "lake.silver.alerts", f"SELECT count(*) FROM lake.silver.alerts WHERE night = '{night}'"),
+        ("silver", "lake.silver.alerts", f"SELECT count(*) FROM lake.silver.alerts WHERE {tonight}"),
         (
             "silver, passing quality cuts",
             "lake.silver.alerts",
-            f"SELECT count(*) FROM lake.silver.alerts WHERE night = '{night}' AND quality_pass",
+            f"SELECT count(*) FROM lake.silver.alerts WHERE ({tonight}) AND quality_pass",
         ),
         ("distributed", "lake.gold.filter_hits", "SELECT count(*) FROM lake.gold.filter_hits"),
         ("objects", "lake.gold.objects", "SELECT count(*) FROM lake.gold.objects"),
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         since = run.get("end_date")
 
     console.rule("3. what the lake holds")
-    console.print(counts_table(settings, night))
+    console.print(counts_table(settings, nights))
     _print_reconciliation(settings, nights)
     _print_science(settings, night)
     _print_streams(settings)
