@@ -145,8 +145,6 @@ def suffix(services: Settings) -> Iterator[str]:
             future.result(timeout=30)
 
 
-
-
 def test_distribute_sends_each_selected_alert_once_readable_by_fink_client(
     spark: SparkSession, services: Settings, tmp_path: Path, suffix: str
 ) -> None:
