@@ -179,6 +179,7 @@ def test_gx_result_json_reads_back_as_gx_own_result(tmp_path: Any) -> None:
     )
     assert path == quality.gx_result_path(settings, key)  # where GX's store puts it
     loaded = quality.gx_context(settings).validation_results_store.get(key)  # as Data Docs reads it
+    assert loaded is not None
     expected = quality.to_gx_result(table, "enrich_ztf:7", results, checked_at)
     assert loaded.to_json_dict() == expected.to_json_dict()
     assert json.loads(path.read_text())["success"] is expected.success
