@@ -37,8 +37,9 @@ class UnsupportedSchema(Exception):
     """The schema uses a feature the projected reader does not reproduce (e.g. a logical type to decode)."""
 
 
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """One zig-zag varint at ``pos`` (any length); (value, next position)."""
+def read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    """One zig-zag varint at ``pos``; (value, next position). IndexError past the end, a
+    :class:`ProjectionError` (a ValueError) when longer than 10 bytes."""
     byte = buf[pos]
     pos += 1
     value = byte & 0x7F
@@ -111,11 +112,11 @@ class _Compiler:
         """Read a varint into ``out`` (or step over it)."""
         if out is None:
             self.emit(ind, "if b[p] < 128: p += 1")
-            self.emit(ind, "else: _, p = _read_long(b, p)")
+            self.emit(ind, "else: _, p = read_long(b, p)")
         else:
             self.emit(ind, "x = b[p]")
             self.emit(ind, f"if x < 128: {out} = (x >> 1) ^ -(x & 1); p += 1")
-            self.emit(ind, f"else: {out}, p = _read_long(b, p)")
+            self.emit(ind, f"else: {out}, p = read_long(b, p)")
 
     def length(self, ind: int) -> None:
         """Read a byte length into ``n`` and the end of the bytes into ``q``."""
@@ -295,7 +296,7 @@ def compile_projection(schema: Mapping[str, Any], projection: Projection | bool,
     compiler.emit(1, "return out, p")
     source = "def read(b, pos):\n" + "\n".join(compiler.lines) + "\n"
     namespace: dict[str, Any] = {
-        "_read_long": _read_long,
+        "read_long": read_long,
         "_fail": _fail,
         "_unpack_f": struct.Struct("<f").unpack_from,
         "_unpack_d": struct.Struct("<d").unpack_from,

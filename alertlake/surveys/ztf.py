@@ -33,7 +33,14 @@ import fastavro
 from fastavro.schema import SchemaParseException, to_parsing_canonical_form
 
 from alertlake.surveys import DecodedAlert, Remapper, Survey, copied_id
-from alertlake.surveys.avro_projection import DeferredRecord, Projection, Reader, UnsupportedSchema, compile_projection
+from alertlake.surveys.avro_projection import (
+    DeferredRecord,
+    Projection,
+    Reader,
+    UnsupportedSchema,
+    compile_projection,
+    read_long,
+)
 from alertlake.surveys.canonical import (
     CanonicalRow,
     flux_to_mag,
@@ -109,22 +116,6 @@ _DECODE_ERRORS = (
     MemoryError,
     TypeError,
 )
-
-
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """Read one zig-zag varint at ``pos``; return (value, next position). IndexError past the end."""
-    byte = buf[pos]
-    pos += 1
-    value = byte & 0x7F
-    shift = 7
-    while byte & 0x80:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if shift > 70:
-            raise ValueError("varint longer than 10 bytes")
-    return (value >> 1) ^ -(value & 1), pos
 
 
 def _long_bytes(value: int) -> bytes:
@@ -235,8 +226,8 @@ class ZtfSurvey(Survey):
                 list(self.schema_versions),
                 survey=self.name,
             )
-        count, pos = _read_long(message, pos)
-        size, pos = _read_long(message, pos)
+        count, pos = read_long(message, pos)
+        size, pos = read_long(message, pos)
         if count != 1:
             raise CorruptAvro(f"expected one alert per message, found {count}", survey=self.name)
         body = message[pos : pos + size]
@@ -307,17 +298,17 @@ class ZtfSurvey(Survey):
         meta: dict[bytes, tuple[int, int]] = {}
         try:
             while True:
-                count, pos = _read_long(message, pos)
+                count, pos = read_long(message, pos)
                 if count == 0:
                     break
                 if count < 0:  # a negative count is followed by the block's byte size
                     count = -count
-                    _, pos = _read_long(message, pos)
+                    _, pos = read_long(message, pos)
                 for _ in range(count):
-                    key_len, pos = _read_long(message, pos)
+                    key_len, pos = read_long(message, pos)
                     key = message[pos : pos + key_len]
                     pos += key_len
-                    value_len, pos = _read_long(message, pos)
+                    value_len, pos = read_long(message, pos)
                     meta[key] = (pos, pos + value_len)
                     pos += value_len
                     if pos > size:
@@ -356,8 +347,8 @@ class ZtfSurvey(Survey):
         block = 0
         while pos < size:
             try:
-                count, pos = _read_long(message, pos)
-                block_size, pos = _read_long(message, pos)
+                count, pos = read_long(message, pos)
+                block_size, pos = read_long(message, pos)
             except (IndexError, ValueError):
                 raise TruncatedAvro(
                     f"block {block} header runs past the end of the message ({size} bytes)",
@@ -467,8 +458,8 @@ class ZtfSurvey(Survey):
         records = []
         try:
             while pos < size:
-                count, pos = _read_long(message, pos)
-                block_size, pos = _read_long(message, pos)
+                count, pos = read_long(message, pos)
+                block_size, pos = read_long(message, pos)
                 end = pos + block_size
                 if count < 0 or block_size < 0 or end + 16 > size or message[end : end + 16] != sync:
                     return None
@@ -573,8 +564,8 @@ class ZtfSurvey(Survey):
         """Rewrite only the ids and times of ``message`` (one alert, uncompressed container) for each copy."""
         try:
             schema, codec, sync, pos = self._header(message, None)
-            count, start = _read_long(message, pos)
-            size, start = _read_long(message, start)
+            count, start = read_long(message, pos)
+            size, start = read_long(message, start)
             end = start + size
             reader = schema.remap_reader()
             if reader is None or codec != b"null" or count != 1 or message[end:] != sync:

@@ -12,11 +12,11 @@ import fastavro
 import pytest
 
 from alertlake.surveys import Survey, get_survey
-from alertlake.surveys.avro_projection import DeferredRecord, ProjectionError, compile_projection
+from alertlake.surveys.avro_projection import DeferredRecord, ProjectionError, compile_projection, read_long
 from alertlake.surveys.badmessages import bad_messages
 from alertlake.surveys.errors import BadMessage, MessageContext
 from alertlake.surveys.samples import sample_messages, ztf_undecodable_files
-from alertlake.surveys.ztf import CANONICAL_PROJECTION, _read_long
+from alertlake.surveys.ztf import CANONICAL_PROJECTION
 
 ZTF = get_survey("ztf")
 SAMPLES = sample_messages("ztf")
@@ -39,8 +39,8 @@ def _identical(a: Any, b: Any) -> bool:
 def _body(message: bytes) -> tuple[dict[str, Any], int, int]:
     """(writer schema JSON, start, end) of the single record of a ZTF container."""
     schema, _, _, pos = ZTF._header(message, None)  # type: ignore[attr-defined]
-    _, pos = _read_long(message, pos)
-    size, pos = _read_long(message, pos)
+    _, pos = read_long(message, pos)
+    size, pos = read_long(message, pos)
     return json.loads(schema.raw), pos, pos + size
 
 
