@@ -422,52 +422,67 @@ def verdict_status(results: Iterable[CheckResult]) -> tuple[str, list[str], list
 def to_gx_result(
     table: str, batch_key: str, results: Sequence[CheckResult], checked_at: dt.datetime
 ) -> ExpectationSuiteValidationResult:
-    """The checks as a GX suite validation result (what Data Docs renders and the GX store keeps)."""
+    """The checks as a GX suite validation result, built with GX's own classes (the reference that
+    :func:`gx_result_json` is tested against)."""
     from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
 
     suite = gx_suite(table)
-    evrs = []
-    for r in results:
-        if r.unexpected_count is not None:
-            payload: dict[str, Any] = {
-                "element_count": r.element_count,
-                "unexpected_count": r.unexpected_count,
-                "unexpected_percent": r.unexpected_percent,
-                "partial_unexpected_list": r.examples,
-                "partial_unexpected_alert_ids": r.alert_ids,
-            }
-        else:
-            payload = {"observed_value": r.observed}
-        evrs.append(
-            ExpectationValidationResult(
-                success=r.success, expectation_config=suite.expectations[r.index].configuration, result=payload
-            )
+    evrs = [
+        ExpectationValidationResult(
+            success=r.success, expectation_config=suite.expectations[r.index].configuration, result=_result_payload(r)
         )
-    successful = sum(r.success for r in results)
+        for r in results
+    ]
     return ExpectationSuiteValidationResult(
-        success=all(r.success or r.severity != CRITICAL for r in results),
+        success=_suite_success(results),
         results=evrs,
         suite_name=suite.name,
-        statistics={
-            "evaluated_expectations": len(results),
-            "successful_expectations": successful,
-            "unsuccessful_expectations": len(results) - successful,
-            "success_percent": 100.0 * successful / len(results) if results else 100.0,
-        },
-        meta={
-            "great_expectations_version": _gx_version(),
-            "active_batch_definition": {
-                "datasource_name": "alertlake_in_batch",
-                "data_connector_name": "spark_aggregate",
-                "data_asset_name": table,
-                "batch_identifiers": {"batch_key": batch_key},
-            },
-            "batch_spec": {"batch_key": batch_key, "engine": "one Spark aggregation (alertlake.quality)"},
-            "run_id": {"run_name": batch_key, "run_time": checked_at.isoformat()},
-            "validation_time": checked_at.isoformat(),
-        },
+        statistics=_statistics(results),
+        meta=_result_meta(table, batch_key, checked_at),
         batch_id=batch_key,
     )
+
+
+def _result_payload(r: CheckResult) -> dict[str, Any]:
+    """One expectation's ``result`` as GX reports it: counts and examples, or the observed value."""
+    if r.unexpected_count is None:
+        return {"observed_value": r.observed}
+    return {
+        "element_count": r.element_count,
+        "unexpected_count": r.unexpected_count,
+        "unexpected_percent": r.unexpected_percent,
+        "partial_unexpected_list": r.examples,
+        "partial_unexpected_alert_ids": r.alert_ids,
+    }
+
+
+def _suite_success(results: Sequence[CheckResult]) -> bool:
+    return all(r.success or r.severity != CRITICAL for r in results)
+
+
+def _statistics(results: Sequence[CheckResult]) -> dict[str, Any]:
+    successful = sum(r.success for r in results)
+    return {
+        "evaluated_expectations": len(results),
+        "successful_expectations": successful,
+        "unsuccessful_expectations": len(results) - successful,
+        "success_percent": 100.0 * successful / len(results) if results else 100.0,
+    }
+
+
+def _result_meta(table: str, batch_key: str, checked_at: dt.datetime) -> dict[str, Any]:
+    return {
+        "great_expectations_version": _gx_version(),
+        "active_batch_definition": {
+            "datasource_name": "alertlake_in_batch",
+            "data_connector_name": "spark_aggregate",
+            "data_asset_name": table,
+            "batch_identifiers": {"batch_key": batch_key},
+        },
+        "batch_spec": {"batch_key": batch_key, "engine": "one Spark aggregation (alertlake.quality)"},
+        "run_id": {"run_name": batch_key, "run_time": checked_at.isoformat()},
+        "validation_time": checked_at.isoformat(),
+    }
 
 
 def _gx_version() -> str:
@@ -485,51 +500,23 @@ def gx_result_json(
     validation result (``tests/unit/test_quality_gate.py`` checks it against :func:`to_gx_result`).
     """
     raw = suite_definition(table)["expectations"]
-    evrs = []
-    for r in results:
-        if r.unexpected_count is not None:
-            payload: dict[str, Any] = {
-                "element_count": r.element_count,
-                "unexpected_count": r.unexpected_count,
-                "unexpected_percent": r.unexpected_percent,
-                "partial_unexpected_list": r.examples,
-                "partial_unexpected_alert_ids": r.alert_ids,
-            }
-        else:
-            payload = {"observed_value": r.observed}
-        evrs.append(
-            {
-                "success": r.success,
-                "expectation_config": _config_json(raw[r.index]),
-                "result": payload,
-                "meta": {},
-                "exception_info": {"raised_exception": False, "exception_traceback": None, "exception_message": None},
-            }
-        )
-    successful = sum(r.success for r in results)
+    evrs = [
+        {
+            "success": r.success,
+            "expectation_config": _config_json(raw[r.index]),
+            "result": _result_payload(r),
+            "meta": {},
+            "exception_info": {"raised_exception": False, "exception_traceback": None, "exception_message": None},
+        }
+        for r in results
+    ]
     return {
-        "success": all(r.success or r.severity != CRITICAL for r in results),
+        "success": _suite_success(results),
         "results": evrs,
         "suite_name": suite_name(table),
         "suite_parameters": {},
-        "statistics": {
-            "evaluated_expectations": len(results),
-            "successful_expectations": successful,
-            "unsuccessful_expectations": len(results) - successful,
-            "success_percent": 100.0 * successful / len(results) if results else 100.0,
-        },
-        "meta": {
-            "great_expectations_version": _gx_version(),
-            "active_batch_definition": {
-                "datasource_name": "alertlake_in_batch",
-                "data_connector_name": "spark_aggregate",
-                "data_asset_name": table,
-                "batch_identifiers": {"batch_key": batch_key},
-            },
-            "batch_spec": {"batch_key": batch_key, "engine": "one Spark aggregation (alertlake.quality)"},
-            "run_id": {"run_name": batch_key, "run_time": checked_at.isoformat()},
-            "validation_time": checked_at.isoformat(),
-        },
+        "statistics": _statistics(results),
+        "meta": _result_meta(table, batch_key, checked_at),
         "id": None,
     }
 
@@ -546,8 +533,8 @@ def _config_json(expectation: Mapping[str, Any]) -> dict[str, Any]:
 def write_gx_result(
     settings: Settings, table: str, batch_key: str, results: Sequence[CheckResult], checked_at: dt.datetime
 ) -> Path:
-    """Write the batch's GX validation result into the GX store's folder layout (what :func:`store_gx_result`
-    does through a GX context, without importing GX); returns its JSON file."""
+    """Write the batch's GX validation result where GX's validation-results store keeps it (the layout
+    :func:`gx_result_path` reads), without importing GX; returns its JSON file."""
     run = _safe(batch_key)
     path = (
         settings.state_dir
@@ -597,27 +584,6 @@ def gx_context(settings: Settings) -> AbstractDataContext:
 def data_docs_dir(settings: Settings) -> Path:
     """Where the static Data Docs site is built."""
     return settings.state_dir / "reports" / "data_docs"
-
-
-def store_gx_result(settings: Settings, result: ExpectationSuiteValidationResult, run_name: str) -> Path:
-    """Keep ``result`` in the GX validation-results store; returns its JSON file."""
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
-    context = gx_context(settings)
-    run_id: Any = result.meta["run_id"]
-    run_time = run_id.run_time if hasattr(run_id, "run_time") else run_id["run_time"]
-    checked_at = run_time if isinstance(run_time, dt.datetime) else dt.datetime.fromisoformat(str(run_time))
-    key = ValidationResultIdentifier(
-        expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
-        run_id=RunIdentifier(run_name=_safe(run_name), run_time=checked_at),
-        batch_identifier=_safe(run_name),
-    )
-    context.validation_results_store.set(key, result)
-    return gx_result_path(settings, key)
 
 
 def gx_result_path(settings: Settings, key: Any) -> Path:
