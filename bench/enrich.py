@@ -36,12 +36,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from alertlake import modules as registry  # noqa: E402
 from alertlake.settings import get_settings  # noqa: E402
+from alertlake.surveys.canonical import HISTORY_ENTRY  # noqa: E402
 from jobs import enrich  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "enrich.json"
@@ -137,6 +139,9 @@ def time_modules(alerts: pd.DataFrame) -> dict[str, float]:
     flags = quality_cuts(alerts)
     rates["quality_cuts"] = len(alerts) / (time.perf_counter() - started)
     frame = alerts.join(flags)
+    # The history as the job hands it to modules (``jobs.enrich._enrich_batch``): Arrow-backed, not Python dicts.
+    history = pa.array(frame["history"].tolist(), type=pa.list_(HISTORY_ENTRY), from_pandas=True)
+    frame["history"] = enrich.history_series(history, frame.index)
     for cls in registry.execution_order(list(registry.all_modules().values())):
         module = registry.load(cls.name).module
         inputs = frame[list(cls.inputs)]
@@ -335,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "job": job,
         "notes": (
-            "Module rates: one process, whole frame in one predict call (the job calls predict per Arrow batch). "
+            "Module rates: one process, whole frame in one predict call (the job calls predict per Arrow batch), "
+            "with the history Arrow-backed as the job passes it. "
             "fink-science functions called on pandas batches of 10,000 rows as Spark would, in their own "
             "virtualenv; our xmatch searches 4 catalogues (VSX, GCVS, SPICY, Mangrove), fink's calls 3. "
             "actsnfink (needed by rfscore_sigmoid_full) is not on PyPI: installed from its public repository. "

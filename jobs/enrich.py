@@ -322,14 +322,20 @@ def enricher(refs: Sequence[ModuleRef]) -> Callable[[Iterator[pa.RecordBatch]], 
     return enrich
 
 
+def history_series(history: pa.Array | pa.ChunkedArray, index: pd.Index | None = None) -> pd.Series:
+    """The ``history`` column as modules get it: Arrow-backed, so the features module flattens it without
+    building Python objects per entry."""
+    chunked = history if isinstance(history, pa.ChunkedArray) else pa.chunked_array([history])
+    return pd.Series(pd.arrays.ArrowExtensionArray(chunked), index=index)
+
+
 def _enrich_batch(
     batch: pa.RecordBatch, modules: Sequence[tuple[str, ScienceModule]], added: pa.Schema
 ) -> pa.RecordBatch:
     plain = [c for c in COLUMN_NAMES if c != "history" and c in batch.schema.names]
     alerts = pa.Table.from_batches([batch.select(plain)]).to_pandas()
     if "history" in batch.schema.names:
-        # Arrow-backed: the features module flattens it without building Python objects per entry.
-        alerts["history"] = pd.Series(pd.arrays.ArrowExtensionArray(pa.chunked_array([batch.column("history")])))
+        alerts["history"] = history_series(batch.column("history"))
     enriched = enrich_frame(alerts, modules)
     arrays = list(batch.columns)
     for f in added:

@@ -145,7 +145,11 @@ class FeaturesModule(ScienceModule):
         has = np.flatnonzero(counts > 0)
         if len(has):
             starts = ends - counts
-            curves = [(t[s:e], m[s:e], err[s:e]) for s, e in zip(starts[has], ends[has], strict=True)]
+            # Each curve is handed over as its own arrays: light-curve (0.13) takes ~40 us per curve for views
+            # into one large array, ~2 us for owned copies (measured on 13,652 curves of 4 points).
+            curves = [
+                (t[s:e].copy(), m[s:e].copy(), err[s:e].copy()) for s, e in zip(starts[has], ends[has], strict=True)
+            ]
             values[has] = self.extractor.many(curves, fill_value=np.nan, sorted=True, check=False, n_jobs=1)
         for i, col in self._columns.items():
             out[col] = values[:, i]
