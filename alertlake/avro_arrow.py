@@ -7,6 +7,7 @@ nullable, with numeric types widened where versions disagree. A record of any ve
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from typing import Any
 
@@ -106,3 +107,89 @@ def native_schema(survey_name: str) -> pa.Schema:
     for version in survey.schema_versions:
         merged = merge_types(merged, arrow_type(survey.avro_schema(version)))
     return pa.schema([merged.field(i) for i in range(merged.num_fields)])
+
+
+def _avro_of_arrow(t: pa.DataType, name: str, defined: set[str]) -> Any:
+    """An Avro type reading to the Arrow type ``t`` (records named after ``name`` where the writer has none)."""
+    for avro, arrow in _PRIMITIVES.items():
+        if t == arrow:
+            return avro
+    if pa.types.is_list(t):
+        return {"type": "array", "items": _nullable(_avro_of_arrow(t.value_type, name + "_item", defined))}
+    if pa.types.is_map(t):
+        return {"type": "map", "values": _nullable(_avro_of_arrow(t.item_type, name + "_value", defined))}
+    if pa.types.is_struct(t):
+        record = _unique(name, defined)
+        fields = [
+            {"name": f.name, "type": _nullable(_avro_of_arrow(f.type, f"{record}_{f.name}", defined)), "default": None}
+            for f in t
+        ]
+        return {"type": "record", "name": record, "fields": fields}
+    raise SchemaConflict(f"no Avro type reads to {t}")
+
+
+def _unique(name: str, defined: set[str]) -> str:
+    candidate, i = name, 1
+    while candidate in defined:
+        candidate, i = f"{name}_{i}", i + 1
+    defined.add(candidate)
+    return candidate
+
+
+def _nullable(avro: Any) -> Any:
+    members = [m for m in avro if m != "null"] if isinstance(avro, list) else [avro]
+    return ["null", *members]
+
+
+def _reader(writer: Any, target: pa.DataType, named: dict[str, Any], defined: set[str], space: str) -> Any:
+    """The Avro reader type resolving ``writer`` (an Avro type) to the Arrow type ``target``."""
+    if isinstance(writer, list):
+        members = [m for m in writer if m != "null"]
+        return _nullable(_reader(members[0], target, named, defined, space))
+    if isinstance(writer, str):
+        if writer in _PRIMITIVES:
+            return _avro_of_arrow(target, writer, defined)  # Avro promotes int -> long -> float -> double
+        for key in (writer, f"{space}.{writer}" if space else writer):
+            if key in named:
+                return _reader(named[key], target, named, defined, space)
+        raise SchemaConflict(f"unknown Avro named type {writer!r}")
+    kind = writer["type"]
+    if kind == "record":
+        name = writer["name"]
+        own = writer.get("namespace", name.rsplit(".", 1)[0] if "." in name else space)
+        full = name if "." in name else (f"{own}.{name}" if own else name)
+        named[full] = named[name] = writer
+        if full in defined:  # a record used twice (ZTF's three cutouts): declared once, then referenced
+            return full
+        defined.add(full)
+        have = {f["name"]: f["type"] for f in writer["fields"]}
+        fields = []
+        for f in target:
+            if f.name in have:
+                ftype = _nullable(_reader(have[f.name], f.type, named, defined, own))
+            else:
+                ftype = _nullable(_avro_of_arrow(f.type, f"{full}_{f.name}", defined))
+            fields.append({"name": f.name, "type": ftype, "default": None})
+        return {"type": "record", "name": full, "fields": fields}  # the writer's name: Avro pairs them by it
+    if kind == "array":
+        return {"type": "array", "items": _reader(writer["items"], target.value_type, named, defined, space)}
+    if kind == "map":
+        return {"type": "map", "values": _reader(writer["values"], target.item_type, named, defined, space)}
+    if kind in ("enum", "fixed"):
+        return writer  # Spark reads enums as strings and fixed as binary, as the union has them
+    return _reader(kind, target, named, defined, space)  # {"type": "long", "logicalType": ...}: the plain type
+
+
+@cache
+def reader_schema(survey_name: str, version: str) -> str:
+    """The Avro reader schema (JSON) that resolves a ``version`` alert straight to :func:`native_schema`.
+
+    Avro's own schema resolution does the conforming: fields the version lacks read as null (each reader
+    field is nullable with default null), numbers are promoted (int -> long -> float -> double), logical
+    types read as their plain type (timestamp-micros stays a long of microseconds, as the union keeps it).
+    Records keep the writer's names, which is how Avro pairs them. Spark's ``from_avro`` takes it as its
+    ``avroSchema`` option, so one decode per alert yields the bronze row's native columns.
+    """
+    survey = get_survey(survey_name)
+    union = pa.struct(list(native_schema(survey_name)))
+    return json.dumps(_reader(survey.avro_schema(version), union, {}, set(), ""))

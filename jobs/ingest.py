@@ -4,8 +4,9 @@ One Spark Structured Streaming query per survey topic. Each micro-batch is
 
 1. *decoded* in Python (``mapInArrow`` over :mod:`alertlake.surveys`): decode, canonical mapping and
    validation. A message that fails gets its reason code and goes to ``bronze.quarantine``;
-2. given its *native* columns by Spark's own Avro decoder (``from_avro``, per schema version present in the
-   batch) conformed to the union of all the survey's versions, so nothing of the alert is lost;
+2. given its *native* columns by Spark's own Avro decoder (``from_avro`` with the message's writer schema and
+   a reader schema that resolves every version to the union of all the survey's versions), so nothing of
+   the alert is lost;
 3. *written idempotently*: rows are keyed by their Kafka coordinates (topic, partition, offset). A row
    already in the lake is skipped, a second copy of an alert id already in bronze (or earlier in the batch)
    goes to quarantine as ``duplicate_alert_id``, and both Delta writes carry ``txnAppId``/``txnVersion`` so a
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from alertlake.avro_arrow import native_schema
+from alertlake.avro_arrow import native_schema, reader_schema
 from alertlake.lake import checkpoint_uri, night_window, table_uri
 from alertlake.settings import Settings, get_settings
 from alertlake.spark import ensure_table
@@ -42,7 +43,6 @@ from alertlake.surveys.errors import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, Mess
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
-    from pyspark.sql.types import DataType
 
 log = logging.getLogger("alertlake.ingest")
 
@@ -187,69 +187,28 @@ def _decode_one(survey: Any, value: bytes, context: MessageContext, max_bytes: i
     }
 
 
-def _same_type(a: DataType, b: DataType) -> bool:
-    return bool(a.simpleString() == b.simpleString())  # equal up to nullability
-
-
-def conform(column: Column, src: DataType, dst: DataType) -> Column:
-    """``column`` (of type ``src``) reshaped to ``dst``: missing struct fields null, numbers widened."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, MapType, StructType
-
-    if _same_type(src, dst):
-        return column.cast(dst)
-    if isinstance(dst, StructType) and isinstance(src, StructType):
-        have = {f.name: f.dataType for f in src.fields}
-        parts = [
-            (
-                conform(column.getField(f.name), have[f.name], f.dataType)
-                if f.name in have
-                else F.lit(None).cast(f.dataType)
-            ).alias(f.name)
-            for f in dst.fields
-        ]
-        return F.when(column.isNull(), F.lit(None).cast(dst)).otherwise(F.struct(*parts))
-    if isinstance(dst, ArrayType) and isinstance(src, ArrayType):
-        return F.transform(column, lambda x: conform(x, src.elementType, dst.elementType))
-    if isinstance(dst, MapType) and isinstance(src, MapType):
-        return F.transform_values(column, lambda _, v: conform(v, src.valueType, dst.valueType))
-    return column.cast(dst)
-
-
 def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataFrame:
-    """``good`` plus a ``native`` struct column: Spark decodes ``body`` with each version's schema and the
-    result is conformed to the union of all versions.
+    """``good`` plus a ``native`` struct column in the bronze table's union shape, decoded by Spark.
 
-    One projection per version, unioned: each row's body is decoded exactly once, and the conforming
-    projection reads the decoded column instead of repeating the decoder for every field it picks.
+    One projection: each row's body is decoded once by ``from_avro`` with its version's writer schema and,
+    as reader schema, :func:`alertlake.avro_arrow.reader_schema`, so Avro's own schema resolution yields
+    the union of all versions directly (missing fields null, numbers promoted) with no reshaping pass.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.avro.functions import from_avro
     from pyspark.sql.pandas.types import from_arrow_type
 
-    from alertlake.avro_arrow import arrow_type
-
     survey = get_survey(survey_name)
     union = from_arrow_type(pa.struct(list(native_schema(survey_name))))
     others = [c for c in good.columns if c not in ("body", "body_offset", "body_length")]
     body = F.coalesce(F.col("body"), F.substring(F.col("raw"), F.col("body_offset") + 1, F.col("body_length")))
-    parts = []
+    native: Column | None = None
     for version in versions:
-        avro = survey.avro_schema(version)
-        decoded = good.where(F.col("schema_version") == version).select(
-            *others, from_avro(body, json.dumps(avro), {"mode": "PERMISSIVE"}).alias("_decoded")
-        )
-        parts.append(
-            decoded.select(
-                *others, conform(F.col("_decoded"), from_arrow_type(arrow_type(avro)), union).alias("native")
-            )
-        )
-    if not parts:
-        return good.select(*others, F.lit(None).cast(union).alias("native"))
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out
+        options = {"mode": "PERMISSIVE", "avroSchema": reader_schema(survey_name, version)}
+        decoded = from_avro(body, json.dumps(survey.avro_schema(version)), options)
+        is_version = F.col("schema_version") == version
+        native = F.when(is_version, decoded) if native is None else native.when(is_version, decoded)
+    return good.select(*others, (F.lit(None).cast(union) if native is None else native).alias("native"))
 
 
 # ------------------------------------------------------------------------------------------- writing
