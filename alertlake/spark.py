@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 from alertlake.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pyarrow as pa
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
 
 SPARK_VERSION = "4.2.0"
 
@@ -110,3 +113,22 @@ def ensure_table(spark: SparkSession, uri: str, schema: pa.Schema, partition: st
     except Exception:
         if not DeltaTable.isDeltaTable(spark, uri):  # another job creating it at the same moment is fine
             raise
+
+
+def start_stream(
+    settings: Settings,
+    frame: DataFrame,
+    name: str,
+    batch_fn: Callable[[DataFrame, int], None],
+    trigger: str = "continuous",
+    interval: str = "2 seconds",
+) -> StreamingQuery:
+    """Start the streaming query ``name``: ``batch_fn`` on every micro-batch of ``frame``, checkpointed under
+    the lake's checkpoint root; bounded (``trigger="available-now"``) or every ``interval``."""
+    from alertlake.lake import checkpoint_uri
+
+    writer = frame.writeStream.queryName(name).foreachBatch(batch_fn)
+    writer = writer.option("checkpointLocation", checkpoint_uri(settings, name))
+    if trigger == "available-now":
+        return writer.trigger(availableNow=True).start()
+    return writer.trigger(processingTime=interval).start()

@@ -59,9 +59,9 @@ import pyarrow as pa
 
 from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, encoder, schema_key, stream_schema
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
-from alertlake.lake import append_once, checkpoint_uri, delta_location, table_uri
+from alertlake.lake import append_once, delta_location, table_uri
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import ensure_table
+from alertlake.spark import ensure_table, start_stream
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -548,14 +548,7 @@ def start(
         (job.app_id, silver, job.write_batch, interval),
         (job.objects_app_id, silver_stream(), job.merge_objects_batch, objects_interval),
     ):
-        writer = (
-            frame.writeStream.queryName(name)
-            .foreachBatch(batch_fn)
-            .option("checkpointLocation", checkpoint_uri(settings, name))
-        )
-        bounded = trigger == "available-now"
-        writer = writer.trigger(availableNow=True) if bounded else writer.trigger(processingTime=every)
-        queries.append(writer.start())
+        queries.append(start_stream(settings, frame, name, batch_fn, trigger, every))
     return queries, job
 
 

@@ -49,10 +49,11 @@ import pyarrow as pa
 
 from alertlake import modules as registry
 from alertlake import quality
-from alertlake.lake import checkpoint_uri, table_uri
+from alertlake.lake import table_uri
 from alertlake.modules import OUTPUT_TYPES, ScienceModule, error_column, null_outputs, run_module_safely
 from alertlake.quality_cuts import QUALITY_COLUMNS, quality_cuts
 from alertlake.settings import Settings, get_settings
+from alertlake.spark import start_stream
 from alertlake.surveys.canonical import COLUMN_NAMES
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 
@@ -582,15 +583,7 @@ def start(
         .option("skipChangeCommits", "true")  # maintenance (OPTIMIZE, retention) never re-sends alerts
         .load(table_uri(settings, bronze_table(survey)))
     )
-    writer = (
-        source.writeStream.queryName(name)
-        .foreachBatch(job.write_batch)
-        .option("checkpointLocation", checkpoint_uri(settings, name))
-    )
-    writer = (
-        writer.trigger(availableNow=True) if trigger == "available-now" else writer.trigger(processingTime=interval)
-    )
-    return writer.start(), job
+    return start_stream(settings, source, name, job.write_batch, trigger, interval), job
 
 
 def run(

@@ -2,7 +2,7 @@
 
 One Spark Structured Streaming query per survey topic. Each micro-batch is
 
-1. *decoded* in Python (``mapInArrow`` over :mod:`alertlake.surveys`): decode, canonical mapping and
+1. *decoded* in Python (an Arrow UDF over :mod:`alertlake.surveys`): decode, canonical mapping and
    validation. A message that fails gets its reason code and goes to ``bronze.quarantine``;
 2. given its *native* columns by Spark's own Avro decoder (``from_avro`` with the message's writer schema and
    a reader schema that resolves every version to the union of all the survey's versions), so nothing of
@@ -26,16 +26,16 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from alertlake.avro_arrow import native_schema, reader_schema
-from alertlake.lake import checkpoint_uri, night_window, table_uri
+from alertlake.lake import night_window, read_columns, table_uri
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import ensure_table
+from alertlake.spark import ensure_table, start_stream
 from alertlake.surveys import get_survey
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 from alertlake.surveys.errors import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, MessageContext
@@ -138,29 +138,46 @@ def body_span(value: bytes, body: bytes) -> tuple[int, int] | None:
     return start, len(body)
 
 
-def decoder(survey_name: str, max_bytes: int | None) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function: Kafka rows in, one :data:`DECODED` row per message out. Never raises."""
+#: What the decoder returns for each message (one struct per message, beside the Kafka columns).
+DECODED_STRUCT = pa.struct([DECODED.field(name) for name in DECODED_FIELDS])
 
-    def decode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+
+def decoder(
+    survey_name: str, max_bytes: int | None
+) -> Callable[[pa.Array, pa.Array, pa.Array, pa.Array], pa.StructArray]:
+    """The Arrow UDF's function: Kafka values (and their coordinates, for error messages) in, one
+    :data:`DECODED_STRUCT` per message out. Never raises: a bad message gets its reason and error."""
+
+    def decode(value: pa.Array, topic: pa.Array, partition: pa.Array, offset: pa.Array) -> pa.StructArray:
         survey = get_survey(survey_name)
-        for batch in batches:
-            out: dict[str, list[Any]] = {name: [] for name in DECODED.names}
-            cols = {name: batch.column(name).to_pylist() for name in ("value", "topic", "partition", "offset")}
-            out["kafka_timestamp"] = batch.column("timestamp").to_pylist()
-            for value, topic, partition, offset in zip(
-                cols["value"], cols["topic"], cols["partition"], cols["offset"], strict=True
-            ):
-                out["kafka_topic"].append(topic)
-                out["kafka_partition"].append(partition)
-                out["kafka_offset"].append(offset)
-                out["raw"].append(value)
-                context = MessageContext(topic=topic, partition=partition, offset=offset)
-                fields = _decode_one(survey, value or b"", context, max_bytes)
-                for key in DECODED_FIELDS:
-                    out[key].append(fields.get(key))
-            yield pa.RecordBatch.from_pydict(out, schema=DECODED)
+        out: dict[str, list[Any]] = {name: [] for name in DECODED_FIELDS}
+        columns = (value.to_pylist(), topic.to_pylist(), partition.to_pylist(), offset.to_pylist())
+        for raw, t, p, o in zip(*columns, strict=True):
+            fields = _decode_one(survey, raw or b"", MessageContext(topic=t, partition=p, offset=o), max_bytes)
+            for key in DECODED_FIELDS:
+                out[key].append(fields.get(key))
+        arrays = [pa.array(out[f.name], type=f.type) for f in DECODED_STRUCT]
+        return pa.StructArray.from_arrays(arrays, fields=list(DECODED_STRUCT))
 
     return decode
+
+
+def decode_messages(kafka: DataFrame, survey_name: str, max_bytes: int | None) -> DataFrame:
+    """Spark's Kafka rows -> :data:`DECODED` rows. Only the values cross to Python (a scalar Arrow UDF); the
+    raw bytes stay in the JVM for the bronze body and the quarantine, instead of a round trip."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import ArrowUDFType
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    decode = F.arrow_udf(decoder(survey_name, max_bytes), from_arrow_type(DECODED_STRUCT), ArrowUDFType.SCALAR)
+    return kafka.select(
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.col("value").alias("raw"),
+        decode("value", "topic", "partition", "offset").alias("_decoded"),
+    ).select(*KAFKA_FIELDS, "_decoded.*")
 
 
 def _decode_one(survey: Any, value: bytes, context: MessageContext, max_bytes: int | None) -> dict[str, Any]:
@@ -263,15 +280,22 @@ class IngestJob:
                 .to_pylist()
             )
             t_decoded = time.monotonic()
-            plan = self.classify(spark, keys)
+            plan = self.classify(keys)
             t_classified = time.monotonic()
-            marks = spark.createDataFrame(
-                [(*c, status, note) for c, (status, note) in plan.items()],
-                "kafka_topic string, kafka_partition int, kafka_offset long, status string, note string",
+            counts = {"new": 0, "bad": 0, "duplicate": 0, "already": 0}
+            for status, _ in plan.values():
+                counts[status] += 1
+            # Only the messages that are not new need marking (usually a few bad ones, or none at all).
+            marks = F.broadcast(
+                spark.createDataFrame(
+                    [(*c, status, note) for c, (status, note) in plan.items() if status != "new"],
+                    "kafka_topic string, kafka_partition int, kafka_offset long, status string, note string",
+                )
             )
-            marks = F.broadcast(marks)
             versions = sorted({k["schema_version"] for k in keys if k["ok"] and plan[_coords(k)][0] == "new"})
-            good = decoded.join(marks.where("status = 'new'").select(*COORDS), list(COORDS), "left_semi")
+            good = decoded.where(F.col("reason").isNull())
+            if counts["new"] < sum(k["ok"] for k in keys):  # good messages already in the lake, or duplicates
+                good = good.join(marks.select(*COORDS), list(COORDS), "left_anti")
             bronze_rows = (
                 with_native(good, self.survey, versions)
                 .select(
@@ -301,9 +325,6 @@ class IngestJob:
                 F.current_timestamp().alias("ingest_time"),
                 F.lit(batch_id).cast("long").alias("ingest_batch"),
             )
-            counts = {"new": 0, "bad": 0, "duplicate": 0, "already": 0}
-            for status, _ in plan.values():
-                counts[status] += 1
             stamps = [k["kafka_timestamp"] for k in keys]
             # The batch's figures travel in the Delta commit itself (DESCRIBE HISTORY shows them): no extra write.
             meta = {
@@ -319,8 +340,9 @@ class IngestJob:
             }
             self._append(bronze_rows, self.bronze_uri, batch_id, meta)
             t_bronze = time.monotonic()
-            self._append(quarantine_rows, self.quarantine_uri, batch_id, meta)
-            self._quarantined(spark).update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
+            if meta["quarantine_rows"]:  # skipping a txn version is safe: Delta only skips versions <= the last
+                self._append(quarantine_rows, self.quarantine_uri, batch_id, meta)
+            self._quarantined().update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
             if keys:
                 log.info(
                     "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
@@ -345,14 +367,14 @@ class IngestJob:
         finally:
             decoded.unpersist()
 
-    def classify(self, spark: SparkSession, keys: list[Any]) -> dict[tuple[str, int, int], tuple[str, str]]:
+    def classify(self, keys: list[Any]) -> dict[tuple[str, int, int], tuple[str, str]]:
         """Decide for each message of a batch: ``new`` (to bronze), ``bad`` or ``duplicate`` (to quarantine),
         or ``already`` in the lake (a retried or replayed batch: written before, skip), with a note."""
         plan: dict[tuple[str, int, int], tuple[str, str]] = {}
-        quarantined = self._quarantined(spark)
+        quarantined = self._quarantined()
         for k in sorted(keys, key=_coords):
             where = _coords(k)
-            seen = self._night_index(spark, k["night"]) if k["ok"] else {}
+            seen = self._night_index(k["night"]) if k["ok"] else {}
             if where in quarantined or seen.get(k["alert_id"]) == where:
                 plan[where] = ("already", "")
             elif not k["ok"]:
@@ -369,40 +391,24 @@ class IngestJob:
                 plan[where] = ("new", "")
         return plan
 
-    def _night_index(self, spark: SparkSession, night: str) -> dict[int, tuple[str, int, int]]:
+    def _night_index(self, night: str) -> dict[int, tuple[str, int, int]]:
         """Alert id -> Kafka coordinates of every alert of ``night`` in bronze, read once per run.
 
         Kept current by this job's own writes (one ingestion job per survey writes its bronze table), so a
         batch needs no read of the table; a restart reads it afresh, which is what makes recovery exact.
         """
-        from pyspark.sql import functions as F
-
         if night not in self._seen:
-            rows = (
-                spark.read.format("delta")
-                .load(self.bronze_uri)
-                .where(F.col("night") == night)
-                .select("alert_id", *COORDS)
-                .toArrow()
-                .to_pylist()
-            )
+            rows = read_columns(
+                self.settings, bronze_table(self.survey), ["alert_id", *COORDS], [("night", "=", night)]
+            ).to_pylist()
             self._seen[night] = {r["alert_id"]: _coords(r) for r in rows}
         return self._seen[night]
 
-    def _quarantined(self, spark: SparkSession) -> set[tuple[str, int, int]]:
+    def _quarantined(self) -> set[tuple[str, int, int]]:
         """Coordinates of this topic's messages already in quarantine, read once per run."""
-        from pyspark.sql import functions as F
-
         if self._bad is None:
-            rows = (
-                spark.read.format("delta")
-                .load(self.quarantine_uri)
-                .where(F.col("kafka_topic") == self.topic)
-                .select(*COORDS)
-                .toArrow()
-                .to_pylist()
-            )
-            self._bad = {_coords(r) for r in rows}
+            rows = read_columns(self.settings, QUARANTINE, list(COORDS), [("kafka_topic", "=", self.topic)])
+            self._bad = {_coords(r) for r in rows.to_pylist()}
         return self._bad
 
     def _append(self, rows: DataFrame, uri: str, batch_id: int, meta: dict[str, Any]) -> None:
@@ -463,18 +469,8 @@ def start(
         reader = reader.option("startingTimestamp", str(int(begin.timestamp() * 1000)))
         job.until = end
     job.prepare(spark)
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    decoded = reader.load().mapInArrow(decoder(survey, job.max_bytes), from_arrow_schema(DECODED))
-    writer = (
-        decoded.writeStream.queryName(name)
-        .foreachBatch(job.write_batch)
-        .option("checkpointLocation", checkpoint_uri(settings, name))
-    )
-    writer = (
-        writer.trigger(availableNow=True) if trigger == "available-now" else writer.trigger(processingTime=interval)
-    )
-    return writer.start()
+    decoded = decode_messages(reader.load(), survey, job.max_bytes)
+    return start_stream(settings, decoded, name, job.write_batch, trigger, interval)
 
 
 def report_progress(query: StreamingQuery) -> None:

@@ -30,20 +30,20 @@ VOLATILE = ("enrich_batch", "enrich_time")  # differ between two computations by
 
 def ingest(spark: SparkSession, lake: Settings, topic: str, app_id: str) -> None:
     """The real ingestion job (decoder + idempotent bronze writer) over a private topic, bounded."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
     from alertlake.spark import kafka_options
-    from jobs.ingest import DECODED, IngestJob, decoder
+    from jobs.ingest import IngestJob, decode_messages
 
     job = IngestJob(lake, "ztf", app_id=app_id, topic=topic)
     job.prepare(spark)
-    query = (
+    kafka = (
         spark.readStream.format("kafka")
         .options(**kafka_options(lake))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()
-        .mapInArrow(decoder("ztf", job.max_bytes), from_arrow_schema(DECODED))
+    )
+    query = (
+        decode_messages(kafka, "ztf", job.max_bytes)
         .writeStream.foreachBatch(job.write_batch)
         .option("checkpointLocation", checkpoint_uri(lake, app_id))
         .trigger(availableNow=True)

@@ -1,4 +1,4 @@
-"""The ingestion job's Python decoder (the ``mapInArrow`` function), run on real samples without Spark.
+"""The ingestion job's Python decoder (the Arrow UDF's function), run on real samples without Spark.
 
 It hands Spark each good message's schemaless body by position in the raw bytes when the body is a verbatim
 slice (so a batch holds every message once), and as its own bytes when it is not (a deflated ZTF block).
@@ -6,7 +6,6 @@ slice (so a batch holds every message once), and as its own bytes when it is not
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 
 import fastavro
@@ -15,27 +14,21 @@ import pytest
 
 from alertlake.surveys import get_survey
 from alertlake.surveys.samples import sample_messages
-from jobs.ingest import DECODED, body_span, decoder
+from jobs.ingest import DECODED_STRUCT, body_span, decoder
 
 
-def kafka_batch(messages: list[bytes], topic: str = "t") -> pa.RecordBatch:
-    """What Spark's Kafka source hands ``mapInArrow`` (the columns the decoder reads)."""
+def decode(survey: str, messages: list[bytes], topic: str = "t") -> list[dict]:
+    """Decode ``messages`` as Spark's Arrow UDF would (value, topic, partition, offset arrays); each row also
+    gets its ``raw`` bytes, which Spark keeps beside the decoded struct."""
     n = len(messages)
-    return pa.RecordBatch.from_pydict(
-        {
-            "value": messages,
-            "topic": [topic] * n,
-            "partition": [0] * n,
-            "offset": list(range(n)),
-            "timestamp": [dt.datetime(2026, 1, 5, tzinfo=dt.UTC)] * n,
-        }
+    out = decoder(survey, None)(
+        pa.array(messages, pa.binary()),
+        pa.array([topic] * n),
+        pa.array([0] * n, pa.int32()),
+        pa.array(list(range(n)), pa.int64()),
     )
-
-
-def decode(survey: str, messages: list[bytes]) -> list[dict]:
-    out = list(decoder(survey, None)(iter([kafka_batch(messages)])))
-    assert all(b.schema == DECODED for b in out)
-    return pa.Table.from_batches(out).to_pylist()
+    assert out.type == DECODED_STRUCT
+    return [{**row, "raw": raw} for row, raw in zip(out.to_pylist(), messages, strict=True)]
 
 
 @pytest.mark.parametrize("survey", ["ztf", "lsst"])
