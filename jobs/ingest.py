@@ -26,6 +26,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -169,7 +170,11 @@ def decode_messages(kafka: DataFrame, survey_name: str, max_bytes: int | None) -
     from pyspark.sql.functions import ArrowUDFType
     from pyspark.sql.pandas.types import from_arrow_type
 
-    decode = F.arrow_udf(decoder(survey_name, max_bytes), from_arrow_type(DECODED_STRUCT), ArrowUDFType.SCALAR)
+    # Scalar, said explicitly: from the hints (pa.StructArray out) Spark would infer an aggregate. Spark warns
+    # that it prefers hints; the warning is silenced here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "It is preferred to specify type hints", UserWarning)
+        decode = F.arrow_udf(decoder(survey_name, max_bytes), from_arrow_type(DECODED_STRUCT), ArrowUDFType.SCALAR)
     return kafka.select(
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
