@@ -7,10 +7,15 @@ One Spark Structured Streaming query per survey topic. Each micro-batch is
 2. given its *native* columns by Spark's own Avro decoder (``from_avro`` with the message's writer schema and
    a reader schema that resolves every version to the union of all the survey's versions), so nothing of
    the alert is lost;
-3. *written idempotently*: rows are keyed by their Kafka coordinates (topic, partition, offset). A row
-   already in the lake is skipped, a second copy of an alert id already in bronze (or earlier in the batch)
-   goes to quarantine as ``duplicate_alert_id``, and both Delta writes carry ``txnAppId``/``txnVersion`` so a
-   retried batch commits nothing twice. With the checkpoint this gives exactly-once delivery.
+3. *written idempotently*: rows are keyed by their Kafka coordinates (topic, partition, offset). A message
+   already in bronze or quarantine is skipped, and a second copy of an alert id already in bronze (or earlier
+   in the batch) goes to quarantine as ``duplicate_alert_id``. What is in the lake is read from the lake
+   itself at start and after any failure, so a batch replayed after a crash (committed to Delta, not yet to
+   the checkpoint) writes nothing twice. With the checkpoint this gives exactly-once delivery.
+
+   The writes carry no Delta ``txnAppId``/``txnVersion``: the skip above already makes a replay a no-op,
+   and Spark's Delta looks a transaction id up by rebuilding the table's state, which cost 2 to 3 s per
+   write (measured on the bronze table), a sixth of a 20,000-alert batch.
 
 The same code runs continuously (``--trigger continuous``, a processing-time trigger) or bounded
 (``--trigger available-now``), and replays a night from Kafka by timestamp (``--replay-night``).
@@ -343,10 +348,10 @@ class IngestJob:
                 "max_kafka_timestamp": max(stamps).isoformat() if stamps else None,
                 "started_at": started.isoformat(),
             }
-            self._append(bronze_rows, self.bronze_uri, batch_id, meta)
+            self._append(bronze_rows, self.bronze_uri, meta)
             t_bronze = time.monotonic()
-            if meta["quarantine_rows"]:  # skipping a txn version is safe: Delta only skips versions <= the last
-                self._append(quarantine_rows, self.quarantine_uri, batch_id, meta)
+            if meta["quarantine_rows"]:
+                self._append(quarantine_rows, self.quarantine_uri, meta)
             self._quarantined().update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
             if keys:
                 log.info(
@@ -416,16 +421,8 @@ class IngestJob:
             self._bad = {_coords(r) for r in rows.to_pylist()}
         return self._bad
 
-    def _append(self, rows: DataFrame, uri: str, batch_id: int, meta: dict[str, Any]) -> None:
-        # txnAppId/txnVersion: Delta skips this write if the same batch of this job was already committed.
-        (
-            rows.write.format("delta")
-            .mode("append")
-            .option("txnAppId", self.app_id)
-            .option("txnVersion", batch_id)
-            .option("userMetadata", json.dumps(meta))
-            .save(uri)
-        )
+    def _append(self, rows: DataFrame, uri: str, meta: dict[str, Any]) -> None:
+        rows.write.format("delta").mode("append").option("userMetadata", json.dumps(meta)).save(uri)
 
 
 def register_in_trino(settings: Settings, names: list[str]) -> None:
