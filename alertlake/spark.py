@@ -99,8 +99,15 @@ def kafka_options(settings: Settings) -> dict[str, str]:
     return opts
 
 
-def ensure_table(spark: SparkSession, uri: str, schema: pa.Schema, partition: str | None = None) -> None:
-    """Create the Delta table at ``uri`` with ``schema`` unless it exists (so readers see it at once)."""
+def ensure_table(
+    spark: SparkSession,
+    uri: str,
+    schema: pa.Schema,
+    partition: str | None = None,
+    properties: dict[str, str] | None = None,
+) -> None:
+    """Create the Delta table at ``uri`` with ``schema`` (and table ``properties``) unless it exists, so
+    readers see it at once."""
     from delta.tables import DeltaTable
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -108,6 +115,8 @@ def ensure_table(spark: SparkSession, uri: str, schema: pa.Schema, partition: st
         return
     writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
     writer = writer.option("delta.enableDeletionVectors", "false")
+    for key, value in (properties or {}).items():
+        writer = writer.option(key, value)
     try:
         (writer.partitionBy(partition) if partition else writer).save(uri)
     except Exception:

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -42,24 +41,9 @@ from alertlake.consume import ConsumeOptions, iter_alerts  # noqa: E402
 from alertlake.filters import load_filters  # noqa: E402
 from alertlake.kafka import ensure_topic  # noqa: E402
 from alertlake.settings import Settings  # noqa: E402
+from bench.memory import PeakSampler  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "e2e.json"
-
-
-def tree_rss(procs: list[psutil.Process]) -> int:
-    """Resident memory of ``procs`` and all their descendants (the Spark JVMs are children), in bytes."""
-    total = 0
-    for proc in procs:
-        try:
-            members = [proc, *proc.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-        for member in members:
-            try:
-                total += member.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-    return total
 
 
 def silver_throughput(lake: Path, send_start: dt.datetime) -> tuple[int, float]:
@@ -120,15 +104,8 @@ def main() -> int:
         "enrich": start(["-m", "jobs.enrich", "--survey", "ztf", "--interval", "1 second"], env, work / "enrich.log"),
         "distribute": start(["-m", "jobs.distribute", "--interval", "1 second"], env, work / "distribute.log"),
     }
-    procs = [psutil.Process(p.pid) for p in jobs.values()]
-    peak = 0
+    memory = PeakSampler(*(p.pid for p in jobs.values()))
     stop = threading.Event()
-
-    def sample_memory() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, tree_rss(procs))
-            stop.wait(1.0)
 
     latencies: list[float] = []
     per_topic: dict[str, int] = {}
@@ -145,7 +122,7 @@ def main() -> int:
             if stop.is_set():
                 return
 
-    threading.Thread(target=sample_memory, daemon=True).start()
+    memory.start()
     threading.Thread(target=read_topics, daemon=True).start()
     print(f"benchmark {run_id}: jobs starting, lake {work / 'lake'}; sending at {send_start:%H:%M:%S} UTC")
     time.sleep(args.warmup)
@@ -179,6 +156,7 @@ def main() -> int:
     send_seconds = time.monotonic() - t0
     time.sleep(args.drain)
     stop.set()
+    memory.stop()
     for proc in jobs.values():
         proc.terminate()
     for proc in jobs.values():
@@ -194,7 +172,9 @@ def main() -> int:
         "p50_latency_s": round(float(np.percentile(lat, 50)), 2),
         "p95_latency_s": round(float(np.percentile(lat, 95)), 2),
         "p99_latency_s": round(float(np.percentile(lat, 99)), 2),
-        "peak_rss_gib": round(peak / 2**30, 2),
+        "peak_rss_gib": round(memory.peak / 2**30, 2),
+        "peak_rss_sum_gib": round(memory.peak_rss_sum / 2**30, 2),
+        "memory_measure": "sum of PSS over the three jobs' process trees (bench/memory.py); RSS sum beside it",
         "target_rate": args.rate,
         "sent_alerts": expected,
         "send_rate_achieved": round(expected / send_seconds, 1),

@@ -6,7 +6,8 @@
    the real ingestion job drains it (bounded run); alerts/s counts from the first to the last commit.
 2. Latency: the simulator sends at a fixed rate while the job runs continuously (1 s trigger); each
    alert's latency is its batch's Delta commit time minus its Kafka timestamp (p50/p95).
-3. Memory: the peak resident set of the job's whole process tree (driver JVM and Python workers).
+3. Memory: the peak resident memory of the job's whole process tree (driver JVM and Python workers), as the
+   sum of PSS (``bench/memory.py``: pages shared by the forked Python workers counted once); the RSS sum too.
 
 Prints a table and writes bench/results/ingest.json (alerts_per_s, p95_commit_latency_s, peak_rss_gib).
 """
@@ -21,7 +22,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,25 +33,9 @@ sys.path.insert(0, str(REPO))
 
 from alertlake.settings import Settings  # noqa: E402
 from alertlake.simulate import simulate  # noqa: E402
+from bench.memory import PeakSampler  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "ingest.json"
-
-
-class RssSampler(threading.Thread):
-    """Samples the resident memory of a process tree every 0.5 s, keeping the peak."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.peak, self.running = pid, 0, True
-
-    def run(self) -> None:
-        while self.running:
-            try:
-                root = psutil.Process(self.pid)
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in (root, *root.children(recursive=True))))
-            except psutil.Error:
-                pass
-            time.sleep(0.5)
 
 
 def _job(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
@@ -76,10 +60,10 @@ def throughput(alerts: int, drop_cutouts: bool, work: Path) -> dict[str, float]:
     settings = Settings(topic_prefix=prefix, lake_root=str(lake))
     sent = simulate(settings, "ztf", loops=10**6, night="2026-11-24", limit=alerts, drop_cutouts=drop_cutouts)
     proc = _job(env, "--trigger", "available-now", "--max-offsets", "20000")
-    sampler = RssSampler(proc.pid)
+    sampler = PeakSampler(proc.pid)
     sampler.start()
     code = proc.wait()
-    sampler.running = False
+    sampler.stop()
     if code:
         raise RuntimeError(f"ingestion exited with {code}")
     commits = [c for c in _commits(lake) if c["messages"]]
@@ -91,6 +75,7 @@ def throughput(alerts: int, drop_cutouts: bool, work: Path) -> dict[str, float]:
         "megabytes": round(sent.megabytes, 1),
         "alerts_per_s": round(rows / (last_commit - first_start), 1),
         "peak_rss_gib": round(sampler.peak / 2**30, 2),
+        "peak_rss_sum_gib": round(sampler.peak_rss_sum / 2**30, 2),
         "batches": len(commits),
     }
 
@@ -101,7 +86,7 @@ def latency(rate: float, seconds: float, drop_cutouts: bool, work: Path) -> dict
     settings = Settings(topic_prefix=prefix, lake_root=str(lake))
     simulate(settings, "ztf", limit=10, night="2026-11-24")  # creates the topic; the job starts at its head
     proc = _job(env, "--trigger", "continuous", "--interval", "1 second", "--max-offsets", "20000")
-    sampler = RssSampler(proc.pid)
+    sampler = PeakSampler(proc.pid)
     sampler.start()
     time.sleep(40)  # Spark start-up and the first batch are not part of the steady state
     sent = simulate(
@@ -116,7 +101,7 @@ def latency(rate: float, seconds: float, drop_cutouts: bool, work: Path) -> dict
     time.sleep(15)
     proc.terminate()
     proc.wait(60)
-    sampler.running = False
+    sampler.stop()
     import pandas as pd
     from deltalake import DeltaTable
 
@@ -133,6 +118,7 @@ def latency(rate: float, seconds: float, drop_cutouts: bool, work: Path) -> dict
         "p50_commit_latency_s": round(float(lat.quantile(0.5)), 2),
         "p95_commit_latency_s": round(float(lat.quantile(0.95)), 2),
         "peak_rss_gib": round(sampler.peak / 2**30, 2),
+        "peak_rss_sum_gib": round(sampler.peak_rss_sum / 2**30, 2),
     }
 
 
@@ -155,9 +141,10 @@ def main() -> int:
         "latency": lat,
         "cutouts": not drop,
         "decoding_path": (
-            "Python (alertlake.surveys in mapInArrow) validates and maps to canonical; "
-            "Spark from_avro decodes the native columns"
+            "Python (alertlake.surveys in a scalar Arrow UDF over the Kafka values) validates and maps to "
+            "canonical; Spark from_avro with a union reader schema decodes the native columns"
         ),
+        "memory_measure": "sum of PSS over the job's process tree (bench/memory.py); RSS sum beside it",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
             "cores": os.cpu_count(),

@@ -423,10 +423,10 @@ class BatchFigures:
 def ensure_silver(spark: SparkSession, settings: Settings, refs: Sequence[ModuleRef]) -> None:
     """Create ``silver.alerts`` (partitioned by night) and the bronze tables it reads, if missing."""
     from alertlake.spark import ensure_table
-    from jobs.ingest import bronze_schema, bronze_table
+    from jobs.ingest import ensure_bronze
 
     for survey in SURVEYS:
-        ensure_table(spark, table_uri(settings, bronze_table(survey)), bronze_schema(survey), "night")
+        ensure_bronze(spark, settings, survey)
     ensure_table(spark, table_uri(settings, SILVER), silver_schema(refs), "night")
 
 
