@@ -75,6 +75,16 @@ STREAM_GROUP_OPERATIONS = ("READ", "DESCRIBE")
 """What a stream user may do on consumer groups with its granted prefixes (join, commit, describe)."""
 
 
+def delete_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
+    """Delete ``names`` (those that exist) and wait for the broker to confirm."""
+    client = admin(settings)
+    existing = set(client.list_topics(timeout=timeout).topics)
+    doomed = [n for n in names if n in existing]
+    if doomed:
+        for future in client.delete_topics(doomed, operation_timeout=timeout).values():
+            future.result()
+
+
 def stream_acls(settings: Settings) -> dict[str, set[tuple[str, str, str]]]:
     """The ACLs each stream user should have: user -> {(resource type, prefix, operation)}, all PREFIXED ALLOW.
 

@@ -31,6 +31,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from alertlake.kafka import delete_topics, survey_topic  # noqa: E402
 from alertlake.settings import Settings  # noqa: E402
 from alertlake.simulate import simulate  # noqa: E402
 from bench.memory import PeakSampler  # noqa: E402
@@ -64,6 +65,7 @@ def throughput(alerts: int, drop_cutouts: bool, work: Path) -> dict[str, float]:
     sampler.start()
     code = proc.wait()
     sampler.stop()
+    delete_topics(settings, [survey_topic(settings, "ztf")])
     if code:
         raise RuntimeError(f"ingestion exited with {code}")
     commits = [c for c in _commits(lake) if c["messages"]]
@@ -102,6 +104,7 @@ def latency(rate: float, seconds: float, drop_cutouts: bool, work: Path) -> dict
     proc.terminate()
     proc.wait(60)
     sampler.stop()
+    delete_topics(settings, [survey_topic(settings, "ztf")])
     import pandas as pd
     from deltalake import DeltaTable
 
