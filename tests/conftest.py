@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from alertlake.health import CHECKS
@@ -14,10 +16,29 @@ def settings() -> Settings:
     return Settings()
 
 
+#: Marks of the Kafka topics tests create (each also has a random part), deleted when the session ends.
+TEST_TOPIC_MARKS = ("fault-", "dagtest-", "test-enrich-", "test.smoke.", "sectest_", "test-reconcile-", ".test-")
+
+
+def _topics(settings: Settings) -> set[str]:
+    from alertlake.kafka import admin
+
+    return set(admin(settings).list_topics(timeout=10).topics)
+
+
 @pytest.fixture(scope="session")
-def services(settings: Settings) -> Settings:
-    """Fails with a clear message when a local service is down instead of timing out deep in a client."""
+def services(settings: Settings) -> Iterator[Settings]:
+    """Fails with a clear message when a local service is down instead of timing out deep in a client.
+
+    At the end of the session, deletes the Kafka topics the tests created (the fault test alone fills one
+    with 50,000 alerts, about 1.5 GB), leaving every topic that existed before.
+    """
     down = [name for name, check in CHECKS.items() if not check(settings)]
     if down:
         pytest.fail(f"services down: {', '.join(down)}; start them with `make services-up`")
-    return settings
+    before = _topics(settings)
+    yield settings
+    from alertlake.kafka import delete_topics
+
+    created = sorted(t for t in _topics(settings) - before if any(mark in t for mark in TEST_TOPIC_MARKS))
+    delete_topics(settings, created)
