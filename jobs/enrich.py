@@ -422,14 +422,12 @@ class BatchFigures:
 
 def ensure_silver(spark: SparkSession, settings: Settings, refs: Sequence[ModuleRef]) -> None:
     """Create ``silver.alerts`` (partitioned by night) and the bronze tables it reads, if missing."""
-    from alertlake.spark import ensure_table
+    from alertlake.spark import STREAMED_TABLE_PROPERTIES, ensure_table
     from jobs.ingest import ensure_bronze
 
     for survey in SURVEYS:
         ensure_bronze(spark, settings, survey)
-    # A checkpoint every 100 commits, as bronze (jobs.ingest.BRONZE_PROPERTIES): Spark writes it inside the
-    # commit that reaches it, and every tenth batch stalled (a 20,000-alert write: 9 s, 30 s at the checkpoint).
-    ensure_table(spark, table_uri(settings, SILVER), silver_schema(refs), "night", {"delta.checkpointInterval": "100"})
+    ensure_table(spark, table_uri(settings, SILVER), silver_schema(refs), "night", STREAMED_TABLE_PROPERTIES)
 
 
 def _sql_list(values: Iterable[str]) -> str:

@@ -41,7 +41,7 @@ import pyarrow as pa
 from alertlake.avro_arrow import native_schema, reader_schema
 from alertlake.lake import night_window, read_columns, table_uri
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import ensure_table, start_stream
+from alertlake.spark import STREAMED_TABLE_PROPERTIES, ensure_table, start_stream
 from alertlake.surveys import get_survey
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 from alertlake.surveys.errors import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, MessageContext
@@ -122,16 +122,13 @@ def bronze_table(survey: str) -> str:
     return f"bronze.{survey}_alerts"
 
 
-#: Bronze's Delta properties, for a table written every second or two:
-#: - file statistics only for the lake's key columns. By default Delta keeps them for the first 32 leaf
-#:   columns, here 32 fields of the candidate that no lookup filters on; a commit of 200 alerts took
-#:   0.3-0.4 s with them, 0.2 s without;
-#: - a checkpoint every 100 commits, not 10. Spark writes it inside the commit that reaches it, and for this
-#:   wide schema that took 3-4 s (5 s with the default statistics): one batch in ten stalled the stream.
-#:   Readers replay at most 99 small JSON commits instead of 9.
+#: Bronze's Delta properties: those of every streamed table (:data:`alertlake.spark.STREAMED_TABLE_PROPERTIES`),
+#: and file statistics only for the lake's key columns. By default Delta keeps them for the first 32 leaf
+#: columns, here 32 fields of the candidate that no lookup filters on; a commit of 200 alerts took 0.3-0.4 s
+#: with them, 0.2 s without.
 BRONZE_PROPERTIES = {
+    **STREAMED_TABLE_PROPERTIES,
     "delta.dataSkippingStatsColumns": "alert_id,object_id,kafka_partition,kafka_offset,kafka_timestamp,ingest_batch",
-    "delta.checkpointInterval": "100",
 }
 
 
