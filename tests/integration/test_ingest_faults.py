@@ -37,6 +37,24 @@ def _ingest(env: dict[str, str], trigger: str, log: Path) -> subprocess.Popen[by
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def _kafka_values(settings: Settings, coords: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], bytes]:
+    """The message bytes at each of ``coords``, read from Kafka one by one."""
+    from confluent_kafka import TopicPartition
+
+    from alertlake import kafka
+
+    consumer = kafka.consumer(settings, f"audit-{uuid.uuid4().hex[:6]}")
+    values = {}
+    try:
+        for topic, partition, offset in coords:
+            consumer.assign([TopicPartition(topic, partition, offset)])
+            message = consumer.consume(1, timeout=10)[0]
+            values[(topic, partition, offset)] = message.value()
+        return values
+    finally:
+        consumer.close()
+
+
 def _kafka_coordinates(settings: Settings, topic: str) -> set[tuple[str, int, int]]:
     from confluent_kafka import TopicPartition
 
@@ -112,7 +130,7 @@ def test_sigkill_during_ingestion_loses_and_duplicates_nothing(services: Setting
     )
     quarantine = (
         DeltaTable(str(lake / "bronze" / "quarantine"))
-        .to_pyarrow_table(columns=["kafka_topic", "kafka_partition", "kafka_offset", "reason", "alert_id"])
+        .to_pyarrow_table(columns=["kafka_topic", "kafka_partition", "kafka_offset", "reason", "alert_id", "raw"])
         .to_pylist()
     )
 
@@ -140,3 +158,13 @@ def test_sigkill_during_ingestion_loses_and_duplicates_nothing(services: Setting
     expected = Counter(summary.bad_by_reason)
     expected["duplicate_alert_id"] += len(summary.alert_ids) - len(set(summary.alert_ids))
     assert reasons == expected
+    # Each quarantined message keeps its bytes exactly as Kafka holds them (bad ones and duplicates alike).
+    # Duplicates matter most here: the job keeps no raw bytes of good messages and reads them again.
+    duplicates = [r for r in quarantine if r["reason"] == "duplicate_alert_id"]
+    others = [r for r in quarantine if r["reason"] != "duplicate_alert_id"]
+    assert duplicates, "the stream must have carried duplicate alert ids"
+    pick = random.Random(7)
+    sample = pick.sample(duplicates, min(30, len(duplicates))) + pick.sample(others, min(30, len(others)))
+    originals = _kafka_values(settings, coords(sample))
+    for row, where in zip(sample, coords(sample), strict=True):
+        assert row["raw"] == originals[where], f"quarantined bytes of {where} ({row['reason']}) differ from Kafka's"
