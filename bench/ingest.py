@@ -31,7 +31,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from alertlake.kafka import delete_topics, survey_topic  # noqa: E402
+from alertlake.kafka import delete_topics, ensure_topic, survey_topic  # noqa: E402
 from alertlake.settings import Settings  # noqa: E402
 from alertlake.simulate import simulate  # noqa: E402
 from bench.memory import PeakSampler  # noqa: E402
@@ -86,7 +86,7 @@ def latency(rate: float, seconds: float, drop_cutouts: bool, work: Path) -> dict
     prefix, lake = f"bench-{uuid.uuid4().hex[:6]}-", work / "lat-lake"
     env = {**os.environ, "ALERTLAKE_TOPIC_PREFIX": prefix, "ALERTLAKE_LAKE_ROOT": str(lake)}
     settings = Settings(topic_prefix=prefix, lake_root=str(lake))
-    simulate(settings, "ztf", limit=10, night="2026-11-24")  # creates the topic; the job starts at its head
+    ensure_topic(settings, survey_topic(settings, "ztf"))  # empty: every alert the job sees is a measured one
     proc = _job(env, "--trigger", "continuous", "--interval", "1 second", "--max-offsets", "20000")
     sampler = PeakSampler(proc.pid)
     sampler.start()

@@ -340,7 +340,7 @@ def warm_up(spark: SparkSession, survey_name: str, max_bytes: int | None, alerts
     decoded = decode_messages(kafka_like, survey_name, max_bytes)
     versions = sorted({s.version for s in samples})
     bronze = to_bronze_rows(kept(decoded).where(F.col("reason").isNull()), survey_name, versions, -1)
-    local = spark.sparkContext.master.startswith("local")
+    local = (spark.sparkContext.master or "").startswith("local")
     with tempfile.TemporaryDirectory(prefix="alertlake-warm-up-") as tmp:
         for _ in range(rounds):
             if local:

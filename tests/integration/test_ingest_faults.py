@@ -37,14 +37,14 @@ def _ingest(env: dict[str, str], trigger: str, log: Path) -> subprocess.Popen[by
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _kafka_values(settings: Settings, coords: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], bytes]:
+def _kafka_values(settings: Settings, coords: list[tuple[str, int, int]]) -> dict[tuple[str, int, int], bytes | None]:
     """The message bytes at each of ``coords``, read from Kafka one by one."""
     from confluent_kafka import TopicPartition
 
     from alertlake import kafka
 
     consumer = kafka.consumer(settings, f"audit-{uuid.uuid4().hex[:6]}")
-    values = {}
+    values: dict[tuple[str, int, int], bytes | None] = {}
     try:
         for topic, partition, offset in coords:
             consumer.assign([TopicPartition(topic, partition, offset)])
