@@ -42,6 +42,17 @@ def delta_location(settings: Settings, name: str) -> str:
     return uri.replace("s3a://", "s3://", 1)
 
 
+def table_exists(settings: Settings, name: str) -> bool:
+    """True when the Delta table ``name`` exists, asked of the storage itself (delta-rs) each time.
+
+    Spark's ``DeltaTable.isDeltaTable`` is not for polling: it caches the table's log on its first call, and
+    a table created afterwards by another process stays invisible to that Spark session.
+    """
+    from deltalake import DeltaTable
+
+    return bool(DeltaTable.is_deltatable(delta_location(settings, name)))
+
+
 def read_columns(
     settings: Settings, name: str, columns: list[str], filters: list[tuple[str, str, Any]] | None = None
 ) -> pa.Table:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from alertlake.lake import delta_location, split_name, table_uri
+from alertlake.lake import delta_location, split_name, table_exists, table_uri
 from alertlake.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -597,13 +597,6 @@ def _safe(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- Delta tables
-def table_exists(settings: Settings, name: str) -> bool:
-    """True when the Delta table ``name`` exists."""
-    from deltalake import DeltaTable
-
-    return bool(DeltaTable.is_deltatable(delta_location(settings, name)))
-
-
 _registered: set[tuple[str, str]] = set()
 
 

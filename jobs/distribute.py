@@ -59,7 +59,7 @@ import pyarrow as pa
 
 from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, encoder, schema_key, stream_schema
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
-from alertlake.lake import append_once, delta_location, table_uri
+from alertlake.lake import append_once, delta_location, table_exists, table_uri
 from alertlake.settings import Settings, get_settings
 from alertlake.spark import ensure_table, start_stream
 
@@ -521,11 +521,10 @@ def start(
     mode so a slow MERGE never delays a message. ``topic_suffix`` appends to every topic (staging and tests;
     live topics have none).
     """
-    from delta.tables import DeltaTable
 
     silver_uri = table_uri(settings, SILVER)
     waited = 0.0
-    while not DeltaTable.isDeltaTable(spark, silver_uri):
+    while not table_exists(settings, SILVER):  # not Spark's check: it would never see the table appear
         if trigger == "available-now":
             raise RuntimeError(f"{SILVER} does not exist at {silver_uri} yet: run the enrichment job first")
         if waited % 60 == 0:
