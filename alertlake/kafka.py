@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -55,7 +56,11 @@ def admin(settings: Settings) -> AdminClient:
 
 
 def ensure_topic(settings: Settings, name: str, partitions: int = 2, replication: int = 1) -> None:
-    """Create ``name`` if it does not exist yet (idempotent)."""
+    """Create ``name`` if it does not exist yet (idempotent), and return once the broker's metadata shows it.
+
+    The creation is acknowledged by the controller, and a busy broker's metadata can lag behind it: a client
+    asking right away could be told the topic does not exist.
+    """
     client = admin(settings)
     if name in client.list_topics(timeout=10).topics:
         return
@@ -66,6 +71,11 @@ def ensure_topic(settings: Settings, name: str, partitions: int = 2, replication
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"could not create Kafka topic {topic!r}: {exc}") from exc
+    deadline = time.monotonic() + 30
+    while name not in client.list_topics(timeout=10).topics:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kafka topic {name!r} was created but does not show in the broker's metadata")
+        time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------------------------- stream security

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections import Counter
@@ -274,6 +275,42 @@ def test_malformed_filter_is_rejected_and_others_stream(
     assert "filter 'broken' rejected" in out and "syntax error" in out
     got = read_topics(settings, [f"alertlake.ztf.solar_system{suffix}", f"alertlake.lsst.solar_system{suffix}"])
     assert sum(got.values()) == 7
+
+
+def test_distribution_started_before_silver_exists_streams_once_it_appears(
+    spark: SparkSession, services: Settings, tmp_path: Path, suffix: str
+) -> None:
+    """The DAGs may start distribution before enrichment has created silver.alerts: the job waits for the table
+    and streams once it appears (it once polled with a Spark check that never saw the table appear)."""
+    settings = lake_settings(services, tmp_path / "lake")
+    proc = run_distribute(settings, suffix, "--trigger", "continuous", "--timeout", "300")
+    lines: list[str] = []
+    waiting = threading.Event()
+
+    def drain() -> None:  # keep reading the job's output so it never blocks on a full pipe
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "waiting for silver.alerts" in line:
+                waiting.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert waiting.wait(180), "the job did not report waiting for silver:\n" + "".join(lines)[-3000:]
+        write_silver(spark, settings, copies=1)
+        topics = [f"alertlake.ztf.solar_system{suffix}", f"alertlake.lsst.solar_system{suffix}"]
+        got: Counter[tuple[str, int]] = Counter()
+        deadline = time.monotonic() + 240
+        while sum(got.values()) < 7 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(5)
+            try:
+                got = read_topics(settings, topics)
+            except ConsumeError:  # the job has not created its topics yet
+                continue
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    assert sum(got.values()) == 7, f"{dict(got)}\n" + "".join(lines)[-3000:]
 
 
 def test_consumer_errors_are_clear(services: Settings) -> None:
