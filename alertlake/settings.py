@@ -59,8 +59,9 @@ class Settings(BaseSettings):
     # JVM options of Spark's driver and executors. The parallel (throughput) collector: ingesting 200,000
     # alerts ran at 2,337 and 2,409 alerts/s with it against 2,154 and 2,059 with the default G1, side by side.
     spark_java_options: str = "-XX:+UseParallelGC"
-    # Sample alerts an ingestion job runs through its batch path (into Spark's noop sink) before its stream
-    # starts, so the first real micro-batches do not pay JIT compilation; 0 turns the warm-up off.
+    # Sample alerts an ingestion job runs through its batch path (into a temporary Delta table, see
+    # jobs.ingest.warm_up) before its stream starts, so the first real micro-batches do not pay JIT
+    # compilation; 0 turns the warm-up off.
     ingest_warm_up_alerts: int = 2000
 
     # The lake: a local folder or an object-store URI such as s3a://bucket/alertlake.

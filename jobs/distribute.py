@@ -521,7 +521,6 @@ def start(
     mode so a slow MERGE never delays a message. ``topic_suffix`` appends to every topic (staging and tests;
     live topics have none).
     """
-
     silver_uri = table_uri(settings, SILVER)
     waited = 0.0
     while not table_exists(settings, SILVER):  # not Spark's check: it would never see the table appear

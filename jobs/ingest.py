@@ -266,11 +266,10 @@ def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataF
     survey = get_survey(survey_name)
     union = from_arrow_type(pa.struct(list(native_schema(survey_name))))
     others = [c for c in good.columns if c != "body"]
-    body = F.col("body")
     native: Column | None = None
     for version in versions:
         options = {"mode": "PERMISSIVE", "avroSchema": reader_schema(survey_name, version)}
-        decoded = from_avro(body, json.dumps(survey.avro_schema(version)), options)
+        decoded = from_avro(F.col("body"), json.dumps(survey.avro_schema(version)), options)
         is_version = F.col("schema_version") == version
         native = F.when(is_version, decoded) if native is None else native.when(is_version, decoded)
     return good.select(*others, (F.lit(None).cast(union) if native is None else native).alias("native"))
