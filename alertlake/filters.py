@@ -363,9 +363,57 @@ def selected_ids(filters: Iterable[Filter], frame: pd.DataFrame, id_column: str 
     return {name: sorted(ids[mask].tolist()) for name, mask in evaluate(filters, frame).items()}
 
 
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
 def history_column(frame: pd.DataFrame) -> pd.Series:
     """The ``history`` column as lists (empty for null), whatever container Arrow/pandas handed over."""
-    return frame["history"].map(lambda h: [] if h is None or (isinstance(h, float) and np.isnan(h)) else list(h))
+    return frame["history"].map(lambda h: [] if _is_missing(h) else list(h))
+
+
+@dataclass(frozen=True)
+class History:
+    """Every history entry of a frame's alerts, flattened for vectorised predicates (no Python object per entry).
+
+    ``row[k]`` is the position (0..n-1 in the frame) of the alert entry ``k`` belongs to; ``field(name)`` is that
+    field of every entry as a NumPy array (floats with NaN for null, objects for strings).
+    """
+
+    row: np.ndarray
+    entries: Any  # pyarrow StructArray
+
+    def field(self, name: str) -> np.ndarray:
+        import pyarrow as pa
+
+        if len(self.entries) == 0:
+            return np.zeros(0)
+        values = self.entries.field(name)
+        if pa.types.is_floating(values.type) or pa.types.is_integer(values.type):
+            return np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=float)
+        return np.asarray(values.to_numpy(zero_copy_only=False), dtype=object)
+
+    def per_row(self, selected: np.ndarray, n: int) -> np.ndarray:
+        """How many entries of each of the ``n`` alerts satisfy the boolean entry mask ``selected``."""
+        return np.bincount(self.row[selected], minlength=n)[:n]
+
+
+def history_entries(frame: pd.DataFrame) -> History:
+    """The frame's ``history`` flattened (:class:`History`). Arrow-backed columns (the distribution job hands
+    them over so) are read in place; a column of Python lists is converted first."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = frame["history"]
+    if isinstance(column.dtype, pd.ArrowDtype):
+        array = pa.chunked_array(column.array._pa_array).combine_chunks()
+    else:
+        array = pa.array(history_column(frame).tolist())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if len(array) == 0 or pa.types.is_null(array.type) or pa.types.is_null(array.type.value_type):
+        return History(np.zeros(0, dtype=np.int64), pa.array([], pa.null()))
+    return History(np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64), pc.list_flatten(array))
 
 
 def as_bool(series: pd.Series) -> pd.Series:

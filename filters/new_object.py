@@ -5,10 +5,9 @@ The upper limit condition is what makes "new" meaningful: without a recent, deep
 history only says the survey had not looked.
 """
 
-import numpy as np
 import pandas as pd
 
-from alertlake.filters import Filter, as_bool, as_float, history_column
+from alertlake.filters import Filter, as_bool, as_float, history_entries
 
 #: A non-detection counts when it is at most this many days before the alert.
 RECENT_DAYS = 30.0
@@ -19,20 +18,17 @@ SSO_EXCLUSION_ARCSEC = 30.0
 
 def first_detection(alerts: pd.DataFrame) -> "pd.Series[bool]":
     """No detection in the history, and an upper limit in the last 30 days fainter than the alert's magnitude."""
-    history = history_column(alerts)
-    mjd = as_float(alerts["mjd"]).to_numpy()
-    mag = as_float(alerts["mag"]).to_numpy()
-    new = np.zeros(len(alerts), dtype=bool)
-    for i, entries in enumerate(history):
-        if any(e["kind"] == "detection" for e in entries):
-            continue
-        new[i] = any(
-            e["kind"] == "upper_limit"
-            and e["limiting_mag"] is not None
-            and mjd[i] - RECENT_DAYS <= e["mjd"] < mjd[i]
-            and e["limiting_mag"] > mag[i]
-            for e in entries
-        )
+    n = len(alerts)
+    history = history_entries(alerts)
+    mjd = as_float(alerts["mjd"]).to_numpy()[history.row]  # the alert's own values, per history entry
+    mag = as_float(alerts["mag"]).to_numpy()[history.row]
+    kind = history.field("kind")
+    entry_mjd, limit = history.field("mjd"), history.field("limiting_mag")
+    detected = history.per_row(kind == "detection", n) > 0
+    deeper_recently = (
+        (kind == "upper_limit") & (mjd - RECENT_DAYS <= entry_mjd) & (entry_mjd < mjd) & (limit > mag)
+    )  # NaN (null) compares False
+    new = ~detected & (history.per_row(deeper_recently, n) > 0)
     known = alerts["xmatch_vsx_type"].notna() | alerts["xmatch_gcvs_type"].notna()
     ss_distance = as_float(alerts["ss_distance_arcsec"])
     near_asteroid = alerts["ss_object_id"].notna() & ~(ss_distance > SSO_EXCLUSION_ARCSEC)

@@ -10,10 +10,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from alertlake.filters import FilterSet, check_sql_with_spark, load_filters, selected_ids, sql_flag_columns
+from alertlake.filters import (
+    FilterSet,
+    check_sql_with_spark,
+    evaluate,
+    history_entries,
+    load_filters,
+    selected_ids,
+    sql_flag_columns,
+)
 from tests.silver_sample import silver_spark
 
 if TYPE_CHECKING:
@@ -129,6 +139,46 @@ def test_all_real_filters_load() -> None:
 def test_filter_selects_expected_alerts(name: str, evaluated: tuple[FilterSet, pd.DataFrame]) -> None:
     filters, frame = evaluated
     assert selected_ids([filters[name]], frame)[name] == sorted(EXPECTED[name])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_filter_selects_the_same_from_the_distribution_jobs_arrow_frame(
+    name: str, spark: SparkSession, evaluated: tuple[FilterSet, pd.DataFrame]
+) -> None:
+    """The job hands filters its batch with ``history`` Arrow-backed (never turned into Python objects):
+    every filter must select exactly what it selects from plain pandas rows."""
+    from jobs.distribute import filter_frame
+
+    filters, _ = evaluated
+    table = silver_spark(spark).select("*", *sql_flag_columns(filters)).toArrow()
+    frame = filter_frame(table, filters)
+    if filters[name].sql is None and "history" in filters[name].read_columns():
+        assert isinstance(frame["history"].dtype, pd.ArrowDtype)
+    picked = evaluate([filters[name]], frame)[name]
+    assert sorted(table.column("alert_id").to_numpy()[picked].tolist()) == sorted(EXPECTED[name])
+
+
+def test_history_entries_flattens_both_containers() -> None:
+    frame = pd.DataFrame(
+        {
+            "history": [
+                [{"kind": "detection", "mjd": 1.0}, {"kind": "upper_limit", "mjd": None}],
+                None,
+                [],
+                [{"kind": "upper_limit", "mjd": 3.0}],
+            ]
+        }
+    )
+    arrow = frame.assign(history=pd.arrays.ArrowExtensionArray(pa.array(frame["history"].tolist())))
+    assert isinstance(arrow["history"].dtype, pd.ArrowDtype)
+    for history in (history_entries(frame), history_entries(arrow)):
+        assert history.row.tolist() == [0, 0, 3]
+        assert history.field("kind").tolist() == ["detection", "upper_limit", "upper_limit"]
+        mjd = history.field("mjd")
+        assert mjd[0] == 1.0 and np.isnan(mjd[1]) and mjd[2] == 3.0
+        assert history.per_row(history.field("kind") == "upper_limit", 4).tolist() == [1, 0, 0, 1]
+    empty = history_entries(pd.DataFrame({"history": [[], None]}))
+    assert empty.per_row(empty.field("kind") == "detection", 2).tolist() == [0, 0]
 
 
 def test_filter_respects_its_surveys(evaluated: tuple[FilterSet, pd.DataFrame]) -> None:
