@@ -53,7 +53,7 @@ from alertlake.lake import table_uri
 from alertlake.modules import OUTPUT_TYPES, ScienceModule, error_column, null_outputs, run_module_safely
 from alertlake.quality_cuts import QUALITY_COLUMNS, quality_cuts
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import start_stream
+from alertlake.spark import WRITE_OPTIONS, start_stream
 from alertlake.surveys.canonical import COLUMN_NAMES
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 
@@ -74,6 +74,9 @@ LINEAGE = pa.schema(
         pa.field("enrich_time", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+#: What the real-time pipeline does next with an enriched batch: its silver rows (cached) and the gate's verdict.
+Downstream = Callable[["DataFrame", "quality.Verdict | None"], None]
 
 # Progress bars of MLflow downloads would flood job and task logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -473,9 +476,16 @@ class EnrichJob:
         ensure_silver(spark, self.settings, self.refs)
         register_in_trino(self.settings, [SILVER])
 
-    def write_batch(self, bronze: DataFrame, batch_id: int) -> None:
-        """Enrich one micro-batch and append its new rows to silver (rows already there are skipped)."""
-        self._write(bronze, f"{self.app_id}:{batch_id}", "append")
+    def write_batch(
+        self, bronze: DataFrame, batch_id: int, downstream: Downstream | None = None, known_new: bool = False
+    ) -> None:
+        """Enrich one micro-batch and append its new rows to silver (rows already there are skipped).
+
+        ``downstream`` (the real-time pipeline) is then called with the batch's silver rows, still cached, and
+        the gate's verdict. ``known_new``: the caller knows none of these alerts can be in silver (they have
+        just entered bronze), so silver is not searched for them."""
+        mode = "append-new" if known_new else "append"
+        self._write(bronze, f"{self.app_id}:{batch_id}", mode, downstream=downstream)
 
     def overwrite_night(
         self, spark: SparkSession, bronze: DataFrame, night: str, surveys: Sequence[str], key: str
@@ -483,12 +493,22 @@ class EnrichJob:
         """Recompute ``night`` from ``bronze`` and replace that night's silver rows of ``surveys`` in one commit."""
         return self._write(bronze, key, "overwrite", f"night = '{night}' AND survey IN ({_sql_list(surveys)})")
 
-    def _write(self, bronze: DataFrame, key: str, mode: str, replace_where: str | None = None) -> BatchFigures:
-        """Enrich ``bronze`` as batch ``key``, write it to silver, gate it, report it.
+    def _write(
+        self,
+        bronze: DataFrame,
+        key: str,
+        mode: str,
+        replace_where: str | None = None,
+        downstream: Downstream | None = None,
+    ) -> BatchFigures:
+        """Enrich ``bronze`` as batch ``key``, gate it, write it to silver, report it.
 
-        ``mode`` ``append``: a keyed insert (rows already in silver are skipped; an empty batch writes nothing).
+        ``mode`` ``append``: a keyed insert (rows already in silver are skipped; an empty batch writes nothing);
+        ``append-new``: a plain append of rows known not to be in silver.
         ``overwrite``: the rows replace those matching ``replace_where`` in one commit. The batch figures and the
-        gate's aggregates come from one Spark action over the persisted rows; the gate then only records.
+        gate's aggregates come from one Spark action over the persisted rows; the gate then only records. The
+        verdict is recorded *before* the rows are committed, so a reader of silver never sees rows whose batch
+        has no verdict yet (distribution would have to skip them as unchecked).
         """
         from pyspark.sql import functions as F
 
@@ -498,7 +518,7 @@ class EnrichJob:
         try:
             plan = quality.gate_plan(SILVER, rows) if self.quality_gate else None
             figures = BatchFigures.of(rows, self.refs, plan)
-            if mode == "append" and not figures.rows:
+            if mode.startswith("append") and not figures.rows:
                 return figures
             t_enriched = time.monotonic()
             out = rows
@@ -517,14 +537,16 @@ class EnrichJob:
                 )
                 out = rows.join(F.broadcast(existing), list(KEY), "left_anti")
             meta = self._meta(key, figures)
-            writer = out.write.format("delta").mode(mode).option("mergeSchema", "true")
+            verdict = gate(spark, self.settings, rows, key, figures, plan) if plan is not None else None
+            t_gated = time.monotonic()
+            writer = out.write.format("delta").mode("overwrite" if mode == "overwrite" else "append")
+            writer = writer.options(**WRITE_OPTIONS).option("mergeSchema", "true")
             if replace_where is not None:
                 writer = writer.option("replaceWhere", replace_where)
             writer.option("userMetadata", json.dumps(meta)).save(self.silver_uri)
-            t_written = time.monotonic()
-            if plan is not None:
-                gate(spark, self.settings, rows, key, figures, plan)
-            self._report(key, figures, meta, t0, t_enriched, t_written)
+            self._report(key, figures, meta, t0, t_enriched, t_gated)
+            if downstream is not None:
+                downstream(rows, verdict)
             return figures
         finally:
             rows.unpersist()
@@ -542,13 +564,13 @@ class EnrichJob:
 
     def _report(self, key: str, figures: BatchFigures, meta: dict[str, Any], t0: float, t1: float, t2: float) -> None:
         """Log the batch and keep its figures, with the seconds of each phase: enrich (the one aggregation,
-        gate checks included), write, and gate (recording the verdict)."""
+        gate checks included), gate (recording the verdict) and write."""
         now = time.monotonic()
-        phases = {"enrich": t1 - t0, "write": t2 - t1, "gate": now - t2}
+        phases = {"enrich": t1 - t0, "gate": t2 - t1, "write": now - t2}
         self.history.append({**meta, "seconds": now - t0, "phases": phases})
         failed = {k: v for k, v in figures.errors.items() if v}
         log.info(
-            "%s: %d alerts (%d passed the cuts) -> silver in %.1f s (enrich %.1f, write %.1f, gate %.1f)%s",
+            "%s: %d alerts (%d passed the cuts) -> silver in %.1f s (enrich %.1f, gate %.1f, write %.1f)%s",
             key,
             figures.rows,
             figures.passed_cuts,
