@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import threading
@@ -64,6 +65,17 @@ def silver_throughput(lake: Path, send_start: dt.datetime) -> tuple[int, float]:
     return len(rows), len(rows) / (last - send_start).total_seconds()
 
 
+def service_pids(settings: Settings) -> dict[str, int]:
+    """The local services' main processes (``<state_dir>/run/<service>.pid``), by service name."""
+    pids = {}
+    for path in sorted((settings.state_dir / "run").glob("*.pid")):
+        try:
+            pids[path.stem] = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start ``python <args>`` with its output in ``log``."""
     out = log.open("wb")
@@ -78,6 +90,13 @@ def main() -> int:
     parser.add_argument("--keep-cutouts", action="store_true", help="send the image stamps too")
     parser.add_argument("--warmup", type=float, default=90.0, help="seconds to let the jobs start before sending")
     parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the tail after sending")
+    parser.add_argument(
+        "--mode",
+        choices=["pipeline", "jobs"],
+        default="pipeline",
+        help="pipeline: jobs.pipeline (the three stages per micro-batch in one Spark app); jobs: the three "
+        "streaming jobs as three processes chained through Delta",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -101,12 +120,25 @@ def main() -> int:
     for topic in [survey_topic(settings, "ztf"), *topics]:
         ensure_topic(settings, topic)
 
-    jobs = {
-        "ingest": start(["-m", "jobs.ingest", "--survey", "ztf", "--interval", "1 second"], env, work / "ingest.log"),
-        "enrich": start(["-m", "jobs.enrich", "--survey", "ztf", "--interval", "1 second"], env, work / "enrich.log"),
-        "distribute": start(["-m", "jobs.distribute", "--interval", "1 second"], env, work / "distribute.log"),
-    }
+    if args.mode == "pipeline":
+        jobs = {
+            "pipeline": start(
+                ["-m", "jobs.pipeline", "--survey", "ztf", "--interval", "1 second"], env, work / "pipeline.log"
+            )
+        }
+    else:
+        jobs = {
+            "ingest": start(
+                ["-m", "jobs.ingest", "--survey", "ztf", "--interval", "1 second"], env, work / "ingest.log"
+            ),
+            "enrich": start(
+                ["-m", "jobs.enrich", "--survey", "ztf", "--interval", "1 second"], env, work / "enrich.log"
+            ),
+            "distribute": start(["-m", "jobs.distribute", "--interval", "1 second"], env, work / "distribute.log"),
+        }
     memory = PeakSampler(*(p.pid for p in jobs.values()))
+    services = service_pids(settings)
+    service_cpu = PeakSampler(*services.values())  # only their CPU is reported: they compete for the same cores
     stop = threading.Event()
 
     latencies: list[float] = []
@@ -125,6 +157,7 @@ def main() -> int:
                 return
 
     memory.start()
+    service_cpu.start()
     threading.Thread(target=read_topics, daemon=True).start()
     print(f"benchmark {run_id}: jobs starting, lake {work / 'lake'}; sending at {send_start:%H:%M:%S} UTC")
     time.sleep(args.warmup)
@@ -153,12 +186,25 @@ def main() -> int:
     ]
     if not args.keep_cutouts:
         simulate.append("--drop-cutouts")
+    cpu_before, services_before = memory.cpu_seconds, service_cpu.cpu_seconds
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     subprocess.run(simulate, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     send_seconds = time.monotonic() - t0
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     time.sleep(args.drain)
+    load_seconds = time.monotonic() - t0
+    cpu_after, services_after = memory.cpu_seconds, service_cpu.cpu_seconds
     stop.set()
     memory.stop()
+    service_cpu.stop()
+    # CPU seconds each job (its JVM and Python workers) used from the first send to the end of the drain, and the
+    # simulator's own (it competes for the same two cores).
+    cpu = {name: round(cpu_after[p.pid] - cpu_before[p.pid], 1) for name, p in jobs.items()}
+    cpu |= {name: round(services_after[pid] - services_before[pid], 1) for name, pid in services.items()}
+    cpu["simulate"] = round(
+        (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime), 1
+    )
     for proc in jobs.values():
         proc.terminate()
     for proc in jobs.values():
@@ -177,7 +223,8 @@ def main() -> int:
         "p99_latency_s": round(float(np.percentile(lat, 99)), 2),
         "peak_rss_gib": round(memory.peak / 2**30, 2),
         "peak_rss_sum_gib": round(memory.peak_rss_sum / 2**30, 2),
-        "memory_measure": "sum of PSS over the three jobs' process trees (bench/memory.py); RSS sum beside it",
+        "memory_measure": "sum of PSS over the jobs' process trees (bench/memory.py); RSS sum beside it",
+        "mode": args.mode,
         "target_rate": args.rate,
         "sent_alerts": expected,
         "send_rate_achieved": round(expected / send_seconds, 1),
@@ -185,6 +232,8 @@ def main() -> int:
         "filter_messages": len(latencies),
         "messages_per_topic": per_topic,
         "minutes": args.minutes,
+        "cpu_seconds_during_load": cpu,
+        "load_seconds": round(load_seconds, 1),
         "cutouts": bool(args.keep_cutouts),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]},
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -33,12 +33,35 @@ def tree_memory(roots: list[psutil.Process]) -> tuple[int, int]:
     return pss, rss
 
 
+def tree_cpu(root: psutil.Process) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by ``root`` and each of its descendants, by pid."""
+    try:
+        members = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}
+    out = {}
+    for member in members:
+        try:
+            times = member.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out[member.pid] = times.user + times.system
+    return out
+
+
 class PeakSampler(threading.Thread):
-    """Samples a process tree every 0.5 s and keeps the peaks (bytes) of its PSS and RSS sums."""
+    """Samples process trees every 0.5 s: keeps the peaks (bytes) of their PSS and RSS sums, and the CPU seconds
+    each tree used (:attr:`cpu_seconds`, per root pid; a descendant that exits keeps its last sampled time)."""
 
     def __init__(self, *pids: int) -> None:
         super().__init__(daemon=True)
         self.pids, self.peak, self.peak_rss_sum, self.running = pids, 0, 0, True
+        self._cpu: dict[int, dict[int, float]] = {pid: {} for pid in pids}
+
+    @property
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds used by each root's tree while sampled."""
+        return {pid: sum(members.values()) for pid, members in self._cpu.items()}
 
     def sample(self) -> None:
         roots = []
@@ -46,7 +69,8 @@ class PeakSampler(threading.Thread):
             try:
                 roots.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
-                pass
+                continue
+            self._cpu[pid].update(tree_cpu(roots[-1]))
         pss, rss = tree_memory(roots)
         self.peak, self.peak_rss_sum = max(self.peak, pss), max(self.peak_rss_sum, rss)
 

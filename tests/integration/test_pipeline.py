@@ -1,0 +1,181 @@
+"""The real-time pipeline (``jobs.pipeline``) on real Kafka, Spark/Delta and MLflow: survey topic -> bronze ->
+silver -> filter topics in one micro-batch, exactly once, also when killed between sending and recording.
+
+Every test has its own survey topic (a unique topic prefix), its own lake (a temporary folder) and its own filter
+topics (a unique ``.test-<id>`` suffix), so live streams and other tests are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pytest
+
+from alertlake.filters import check_sql_with_spark, load_filters, selected_ids, sql_flag_columns
+from alertlake.lake import table_uri
+from alertlake.settings import REPO_ROOT, Settings
+from alertlake.simulate import Summary, simulate
+from jobs import enrich
+from tests.integration.test_distribute import finish, read_topics
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+pytestmark = pytest.mark.integration
+
+NIGHT = "2026-11-21"
+
+
+@pytest.fixture(scope="module")
+def champions(services: Settings) -> dict[str, int]:
+    """Every module registered, with a champion (registers the missing ones)."""
+    return enrich.ensure_registered()
+
+
+@pytest.fixture
+def stream(services: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
+    """A private lake, survey topic prefix and filter-topic suffix; the topics are deleted afterwards."""
+    from alertlake.kafka import admin
+
+    tag = uuid.uuid4().hex[:8]
+    settings = services.model_copy(
+        update={
+            "lake_root": str(tmp_path / "lake"),
+            "topic_prefix": f"test-pipeline-{tag}-",
+            "trino_url": "http://127.0.0.1:9",  # a throw-away lake is never registered in the shared catalog
+        }
+    )
+    suffix = f".test-{tag}"
+    yield settings, suffix
+    client = admin(services)
+    mine = [t for t in client.list_topics(timeout=10).topics if t.endswith(suffix) or tag in t]
+    if mine:
+        for future in client.delete_topics(mine).values():
+            future.result(timeout=30)
+
+
+def run_pipeline(settings: Settings, suffix: str, *extra: str, env: dict[str, str] | None = None) -> Any:
+    """Start ``python -m jobs.pipeline`` for ZTF, bounded, on the private lake and topics."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.pipeline",
+            "--survey",
+            "ztf",
+            "--trigger",
+            "available-now",
+            "--topic-suffix",
+            suffix,
+            "--no-trino",
+            *extra,
+        ],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "ALERTLAKE_LAKE_ROOT": settings.lake_root,
+            "ALERTLAKE_TOPIC_PREFIX": settings.topic_prefix,
+            "ALERTLAKE_TRINO_URL": settings.trino_url,
+            **(env or {}),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def table(spark: SparkSession, settings: Settings, name: str) -> pd.DataFrame:
+    return spark.read.format("delta").load(table_uri(settings, name)).drop("history").toPandas()
+
+
+def expected_messages(spark: SparkSession, settings: Settings, suffix: str) -> Counter[tuple[str, int]]:
+    """(topic, alert id) of every message the real filters must produce from what is in silver: each once."""
+    silver = spark.read.format("delta").load(table_uri(settings, enrich.SILVER))
+    filters = check_sql_with_spark(spark, load_filters(), silver.schema)
+    flagged = silver.select("*", *sql_flag_columns(filters)).toPandas()
+    surveys = dict(zip(flagged["alert_id"], flagged["survey"], strict=True))
+    out: Counter[tuple[str, int]] = Counter()
+    for name, ids in selected_ids(filters, flagged).items():
+        for alert_id in ids:
+            out[(filters[name].topic(surveys[alert_id], suffix), alert_id)] += 1
+    return out
+
+
+def check_lake_and_topics(spark: SparkSession, settings: Settings, suffix: str, sent: Summary) -> None:
+    """Every message in bronze or quarantine once, every bronze alert in silver once, every selected alert in
+    its topics once and recorded once, one gold.objects row per object."""
+    bronze = table(spark, settings, "bronze.ztf_alerts")
+    quarantine = table(spark, settings, "bronze.quarantine")
+    assert bronze["alert_id"].is_unique
+    assert set(bronze["alert_id"]) == set(sent.alert_ids)
+    reasons = Counter(quarantine["reason"])
+    want = Counter(sent.bad_by_reason)
+    want["duplicate_alert_id"] += len(sent.alert_ids) - len(set(sent.alert_ids))
+    assert reasons == want
+
+    silver = table(spark, settings, enrich.SILVER)
+    assert silver["alert_id"].is_unique
+    assert set(silver["alert_id"]) == set(bronze["alert_id"])
+    assert silver["enrich_batch"].str.startswith("pipeline_ztf:").all()
+    batches = table(spark, settings, "quality.batches")
+    assert set(silver["enrich_batch"]) <= set(batches["batch_key"])
+
+    expected = expected_messages(spark, settings, suffix)
+    topics = sorted({t for t, _ in expected})
+    assert len(topics) >= 6, topics
+    assert read_topics(settings, topics) == expected  # every message exactly once, in every topic
+    hits = table(spark, settings, "gold.filter_hits")
+    assert Counter(zip(hits["topic"], hits["alert_id"], strict=True)) == expected
+    assert (hits["distribute_app"] == "pipeline_ztf").all()
+
+    objects = table(spark, settings, "gold.objects")
+    assert objects.groupby(["survey", "object_id"]).size().max() == 1
+    assert len(objects) == silver.groupby(["survey", "object_id"]).ngroups
+    assert objects["n_alerts"].sum() == len(silver)
+
+
+def test_pipeline_takes_every_alert_from_the_survey_topic_to_the_filter_topics(
+    spark: SparkSession, champions: dict[str, int], stream: tuple[Settings, str]
+) -> None:
+    settings, suffix = stream
+    sent = simulate(settings, "ztf", loops=2, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True)
+    proc = run_pipeline(settings, suffix, "--max-offsets", "400")
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert "warmed up" in out
+    check_lake_and_topics(spark, settings, suffix, sent)
+    silver = table(spark, settings, enrich.SILVER)
+    for name, version in champions.items():  # provenance: the champion that ran, in every row
+        assert (silver[f"{name}_version"] == version).all(), name
+
+
+def test_pipeline_killed_after_sending_before_recording_neither_loses_nor_duplicates(
+    spark: SparkSession, champions: dict[str, int], stream: tuple[Settings, str]
+) -> None:
+    settings, suffix = stream
+    sent = simulate(settings, "ztf", loops=3, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True)
+    quiet = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0"}
+    proc = run_pipeline(
+        settings, suffix, "--max-offsets", "300", env={**quiet, "ALERTLAKE_DISTRIBUTE_FAULT": "after-send:2"}
+    )
+    out = finish(proc)
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    assert "fault injection" in out
+    # Batch 2 is in bronze, silver and Kafka, but not recorded in gold.filter_hits.
+    hits = table(spark, settings, "gold.filter_hits")
+    assert len(hits) and 2 not in set(hits["distribute_batch"])
+
+    proc = run_pipeline(settings, suffix, "--max-offsets", "300", env=quiet)
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert "found in Kafka; they will be recorded, not sent again" in out
+    check_lake_and_topics(spark, settings, suffix, sent)
