@@ -32,7 +32,7 @@ def brightening(alerts: pd.DataFrame) -> "pd.Series[bool]":
     rising = np.zeros(n, dtype=bool)
     history = history_entries(alerts)
     if not candidate.any() or not len(history.row):
-        return pd.Series(rising, index=alerts.index)
+        return pd.Series(rising, index=alerts.index, dtype=bool)
     band = alerts["band"].to_numpy(dtype=object)
     entry_flux = history.field("flux")
     previous = (
