@@ -23,8 +23,12 @@ class JobFailed(RuntimeError):
     """A job exited non-zero; the message carries its last output lines."""
 
 
-def run_job(module: str, args: list[str], timeout: float | None = None, env: dict[str, str] | None = None) -> float:
+def run_job(
+    module: str, args: list[str], timeout: float | None = None, env: dict[str, str] | None = None, nice: int = 0
+) -> float:
     """Run ``python -m <module> <args>`` to completion; returns its duration in seconds.
+
+    ``nice`` lowers the job's CPU priority (background work that must only take idle CPU).
 
     Raises :class:`JobFailed` (with the last 40 lines of output) when it exits non-zero or overruns
     ``timeout`` seconds.
@@ -41,6 +45,7 @@ def run_job(module: str, args: list[str], timeout: float | None = None, env: dic
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:

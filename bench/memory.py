@@ -53,9 +53,10 @@ class PeakSampler(threading.Thread):
     """Samples process trees every 0.5 s: keeps the peaks (bytes) of their PSS and RSS sums, and the CPU seconds
     each tree used (:attr:`cpu_seconds`, per root pid; a descendant that exits keeps its last sampled time)."""
 
-    def __init__(self, *pids: int) -> None:
+    def __init__(self, *pids: int, memory: bool = True, every: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.pids, self.peak, self.peak_rss_sum, self.running = pids, 0, 0, True
+        self.memory, self.every = memory, every  # memory=False: CPU only (reading PSS is itself costly)
         self._cpu: dict[int, dict[int, float]] = {pid: {} for pid in pids}
 
     @property
@@ -71,13 +72,14 @@ class PeakSampler(threading.Thread):
             except psutil.NoSuchProcess:
                 continue
             self._cpu[pid].update(tree_cpu(roots[-1]))
-        pss, rss = tree_memory(roots)
-        self.peak, self.peak_rss_sum = max(self.peak, pss), max(self.peak_rss_sum, rss)
+        if self.memory:
+            pss, rss = tree_memory(roots)
+            self.peak, self.peak_rss_sum = max(self.peak, pss), max(self.peak_rss_sum, rss)
 
     def run(self) -> None:
         while self.running:
             self.sample()
-            time.sleep(0.5)
+            time.sleep(self.every)
 
     def stop(self) -> None:
         self.running = False

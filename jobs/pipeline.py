@@ -14,7 +14,9 @@ other, in one Spark application:
    ``alertlake replay filter`` sends it once released.
 
 ``gold.objects`` is MERGEd by a second query over silver, the one :mod:`jobs.distribute` runs (same name and
-checkpoint), every ``--objects-interval``, off the latency path.
+checkpoint), every ``--objects-interval``, off the latency path: in this process, or (``--no-objects``) in a
+``jobs.distribute --objects-only`` process of its own at low CPU priority, which is how the real-time DAG runs
+it. Under load the MERGE took 20-30 s every 2 minutes, and in the same process it held micro-batches back.
 
 Exactly once across a kill: each stage keeps its own guarantee, keyed by the micro-batch id, which Spark
 replays unchanged after a restart. Bronze skips messages already in the lake, silver skips alerts already there,
@@ -149,43 +151,23 @@ def start(
     return start_stream(settings, decoded, name, job.write_batch, trigger, interval), job
 
 
-def start_objects(
-    spark: SparkSession,
-    settings: Settings,
-    trigger: str = "continuous",
-    interval: str = "2 minutes",
-    register_tables: bool = True,
-) -> StreamingQuery:
-    """The gold.objects MERGE over silver: :mod:`jobs.distribute`'s own objects query (same name, checkpoint)."""
-    from alertlake.filters import FilterSet
-
-    job = distribute.DistributeJob(
-        settings, FilterSet({}, {}), app_id=distribute.APP_ID, register_tables=register_tables
-    )
-    silver = spark.readStream.format("delta").option("maxFilesPerTrigger", "1000")
-    return start_stream(
-        settings,
-        silver.load(table_uri(settings, enrich.SILVER)),
-        job.objects_app_id,
-        job.merge_objects_batch,
-        trigger,
-        interval,
-    )
-
-
 def run(
     settings: Settings | None = None,
     surveys: Sequence[str] = SURVEYS,
     trigger: str = "continuous",
     interval: str = "1 second",
     objects_interval: str = "2 minutes",
+    objects: bool = True,
     max_offsets: int = 20000,
     timeout: float = 0,
     topic_suffix: str = "",
     register_tables: bool = True,
     spark: SparkSession | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline of ``surveys`` until stopped (or ``timeout`` seconds, or caught up when bounded)."""
+    """Run the pipeline of ``surveys`` until stopped (or ``timeout`` seconds, or caught up when bounded).
+
+    ``objects``: also keep gold.objects current in this process; off when ``jobs.distribute --objects-only``
+    runs beside it at low CPU priority (the real-time DAG), so the MERGE never slows a micro-batch."""
     settings = settings or get_settings()
     refs = enrich.resolve_modules(settings)  # an unreachable MLflow fails here, before Spark starts
     if spark is None:
@@ -200,7 +182,8 @@ def run(
     if trigger == "available-now":
         for query in queries:  # objects after the alerts of this run are in silver
             query.awaitTermination()
-    queries.append(start_objects(spark, settings, trigger, objects_interval, register_tables))
+    if objects:
+        queries.append(distribute.start_objects(spark, settings, trigger, objects_interval, register_tables))
     deadline = time.monotonic() + timeout if timeout else None
     try:
         while any(q.isActive for q in queries):
@@ -235,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", default="1 second", help="processing-time trigger of continuous mode")
     parser.add_argument("--objects-interval", default="2 minutes", help="how often gold.objects is MERGEd")
     parser.add_argument("--max-offsets", type=int, default=20000, help="messages per micro-batch at most")
+    parser.add_argument(
+        "--no-objects",
+        action="store_true",
+        help="leave gold.objects to a jobs.distribute --objects-only process (run at low CPU priority)",
+    )
     parser.add_argument("--timeout", type=float, default=0, help="continuous: stop after this many seconds")
     parser.add_argument(
         "--topic-suffix",
@@ -255,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             trigger=args.trigger,
             interval=args.interval,
             objects_interval=args.objects_interval,
+            objects=not args.no_objects,
             max_offsets=args.max_offsets,
             timeout=args.timeout,
             topic_suffix=args.topic_suffix,

@@ -25,7 +25,7 @@ def _dag() -> Any:
 def test_realtime_dag_shape() -> None:
     dag = _dag()
     assert "alertlake" in dag.tags and dag.description
-    assert set(dag.task_ids) == {"pipeline", "filter_counts"}
+    assert set(dag.task_ids) == {"pipeline", "filter_counts", "objects"}
     assert dag.get_task("pipeline").downstream_task_ids == {"filter_counts"}
     assert dag.get_task("pipeline").retries == 6
     assert {a.uri.rsplit("/", 2)[-1] for a in dag.get_task("pipeline").outlets} >= {"alerts", "filter_hits", "objects"}
