@@ -85,3 +85,9 @@ def test_realtime_dag_runs_the_pipeline_and_counts_per_filter(services: Settings
         "variable_star_brightening",
     }
     assert all(c["total"] > 0 for c in counts.values()), counts
+    # Bounded runs MERGE gold.objects in the pipeline's own process: one row per object of the sample.
+    from deltalake import DeltaTable
+
+    objects = DeltaTable(str(tmp_path / "lake" / "gold" / "objects")).to_pandas(columns=["survey", "object_id"])
+    silver = DeltaTable(str(tmp_path / "lake" / "silver" / "alerts")).to_pandas(columns=["survey", "object_id"])
+    assert len(objects) == len(objects.drop_duplicates()) == len(silver.drop_duplicates()) > 0

@@ -143,16 +143,28 @@ def check_lake_and_topics(spark: SparkSession, settings: Settings, suffix: str, 
     assert objects["n_alerts"].sum() == len(silver)
 
 
-def test_pipeline_takes_every_alert_from_the_survey_topic_to_the_filter_topics(
+def test_pipeline_end_to_end_and_killed_after_sending_before_recording(
     spark: SparkSession, champions: dict[str, int], stream: tuple[Settings, str]
 ) -> None:
+    """One run killed between sending a batch and recording it, a restart, then gold.objects by its own process
+    (as the real-time DAG runs it): every stage exactly once, nothing lost, nothing duplicated."""
     settings, suffix = stream
-    sent = simulate(settings, "ztf", loops=2, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True)
-    proc = run_pipeline(settings, suffix, "--max-offsets", "400", "--no-objects")
+    sent = simulate(settings, "ztf", loops=3, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True)
+    fault = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0", "ALERTLAKE_DISTRIBUTE_FAULT": "after-send:2"}
+    proc = run_pipeline(settings, suffix, "--max-offsets", "300", "--no-objects", env=fault)
+    out = finish(proc)
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    assert "fault injection" in out
+    # Batch 2 is in bronze, silver and Kafka, but not recorded in gold.filter_hits.
+    hits = table(spark, settings, "gold.filter_hits")
+    assert len(hits) and 2 not in set(hits["distribute_batch"])
+
+    proc = run_pipeline(settings, suffix, "--max-offsets", "300", "--no-objects")
     out = finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "warmed up" in out
-    # gold.objects left to its own process (as the real-time DAG runs it, at low CPU priority).
+    assert "found in Kafka; they will be recorded, not sent again" in out
+    # gold.objects is left to its own process (the real-time DAG runs it at low CPU priority).
     assert not (Path(settings.lake_root) / "gold" / "objects").exists()
     objects = subprocess.run(
         [sys.executable, "-m", "jobs.distribute", "--objects-only", "--trigger", "available-now", "--no-trino"],
@@ -163,30 +175,8 @@ def test_pipeline_takes_every_alert_from_the_survey_topic_to_the_filter_topics(
         timeout=900,
     )
     assert objects.returncode == 0, objects.stdout[-3000:] + objects.stderr[-3000:]
+
     check_lake_and_topics(spark, settings, suffix, sent)
     silver = table(spark, settings, enrich.SILVER)
     for name, version in champions.items():  # provenance: the champion that ran, in every row
         assert (silver[f"{name}_version"] == version).all(), name
-
-
-def test_pipeline_killed_after_sending_before_recording_neither_loses_nor_duplicates(
-    spark: SparkSession, champions: dict[str, int], stream: tuple[Settings, str]
-) -> None:
-    settings, suffix = stream
-    sent = simulate(settings, "ztf", loops=3, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True)
-    quiet = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0"}
-    proc = run_pipeline(
-        settings, suffix, "--max-offsets", "300", env={**quiet, "ALERTLAKE_DISTRIBUTE_FAULT": "after-send:2"}
-    )
-    out = finish(proc)
-    assert proc.returncode == -signal.SIGKILL, out[-3000:]
-    assert "fault injection" in out
-    # Batch 2 is in bronze, silver and Kafka, but not recorded in gold.filter_hits.
-    hits = table(spark, settings, "gold.filter_hits")
-    assert len(hits) and 2 not in set(hits["distribute_batch"])
-
-    proc = run_pipeline(settings, suffix, "--max-offsets", "300", env=quiet)
-    out = finish(proc)
-    assert proc.returncode == 0, out[-3000:]
-    assert "found in Kafka; they will be recorded, not sent again" in out
-    check_lake_and_topics(spark, settings, suffix, sent)
