@@ -29,6 +29,8 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -55,6 +57,9 @@ log = logging.getLogger("alertlake.ingest")
 
 QUARANTINE = "bronze.quarantine"
 COORDS = ("kafka_topic", "kafka_partition", "kafka_offset")  # where a message is in Kafka: its identity
+#: Fault injection for the pipeline's kill/restart test: ``before-bronze:<batch id>`` SIGKILLs the process once
+#: that batch's later stages (silver, filter topics) are done and before bronze is written.
+FAULT_ENV = "ALERTLAKE_INGEST_FAULT"
 
 # What the Python decoder hands to Spark for every Kafka message.
 DECODED = pa.schema(
@@ -370,6 +375,7 @@ class IngestJob:
     until: dt.datetime | None = None  # replay: ignore messages stamped at or after this time
     _seen: dict[str, dict[int, tuple[str, int, int]]] = field(default_factory=dict)
     _bad: set[tuple[str, int, int]] | None = None
+    _clean: bool = False  # a whole batch went through in this process (so this one cannot be a retry)
 
     @property
     def bronze_uri(self) -> str:
@@ -391,10 +397,12 @@ class IngestJob:
     ) -> None:
         """Write one micro-batch to bronze and quarantine, exactly once (see module docstring).
 
-        ``downstream`` (the real-time pipeline, :mod:`jobs.pipeline`) is then called, while the batch is still
-        cached, with the batch's accepted alerts: ``canonical`` and ``kafka_timestamp`` of every message that is
-        in bronze, written now or by an earlier attempt at this batch (not the bad ones or duplicates), and
-        whether all of them are new to bronze (then no later table derived from bronze can hold them yet).
+        ``downstream`` (the real-time pipeline, :mod:`jobs.pipeline`) is called before bronze and quarantine are
+        written (the filter streams need not wait for them), while the batch is cached, with the batch's
+        accepted alerts: ``canonical`` and ``kafka_timestamp`` of every message that goes to bronze now or went
+        there in an earlier attempt at this batch (not the bad ones or duplicates), and whether they are known
+        to be new to every table derived from bronze: all new to bronze, and not a possible retry (the first
+        batch of a run may be one, whose killed attempt may have written downstream and not bronze).
         """
         from pyspark.sql import functions as F
 
@@ -472,15 +480,43 @@ class IngestJob:
                 "max_kafka_timestamp": max(stamps).isoformat() if stamps else None,
                 "started_at": started.isoformat(),
             }
-            self._append(bronze_rows, self.bronze_uri, meta)
-            t_bronze = time.monotonic()
-            if meta["quarantine_rows"]:
-                self._append(quarantine_rows, self.quarantine_uri, meta)
+            timings: dict[str, float] = {}
+
+            def write_tables() -> None:
+                t_write = time.monotonic()
+                self._append(bronze_rows, self.bronze_uri, meta)
+                timings["bronze"] = time.monotonic() - t_write
+                if meta["quarantine_rows"]:
+                    self._append(quarantine_rows, self.quarantine_uri, meta)
+                timings["quarantine"] = time.monotonic() - t_write - timings["bronze"]
+
+            if downstream is None:
+                write_tables()
+            else:
+                # Good messages that are not in bronze here: duplicates, now or in an earlier attempt at this
+                # batch (then they are already in quarantine, and their alert went downstream with its first copy).
+                accepted = batch.where(F.col("reason").isNull())
+                if any(status == "duplicate" or note == "quarantine" for status, note in plan.values()):
+                    elsewhere = marks.where("status = 'duplicate' OR note = 'quarantine'").select(*COORDS)
+                    accepted = accepted.join(elsewhere, list(COORDS), "left_anti")
+                # The later stages do not wait for bronze: they run first, then bronze and quarantine are written
+                # (the filter streams need not wait for them). So a killed attempt may have written them and not
+                # bronze, and only the first batch of a run can be such a retry: "all new" is vouched for from
+                # the second one on, once a whole batch has gone through in this process.
+                downstream(accepted.select("canonical", "kafka_timestamp"), counts["already"] == 0 and self._clean)
+                timings["downstream"] = time.monotonic() - t_classified
+                if os.environ.get(FAULT_ENV) == f"before-bronze:{batch_id}":
+                    log.warning(
+                        "%s: fault injection: killing the process before bronze, batch %d", self.app_id, batch_id
+                    )
+                    os.kill(os.getpid(), signal.SIGKILL)
+                write_tables()
             self._quarantined().update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
+            self._clean = True
             if keys:
                 log.info(
                     "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
-                    "(%.1f s: decode %.1f, classify %.1f, bronze %.1f, quarantine %.1f)",
+                    "(%.1f s: decode %.1f, classify %.1f, bronze %.1f, quarantine %.1f%s)",
                     self.app_id,
                     batch_id,
                     len(keys),
@@ -490,21 +526,15 @@ class IngestJob:
                     time.monotonic() - t0,
                     t_decoded - t0,
                     t_classified - t_decoded,
-                    t_bronze - t_classified,
-                    time.monotonic() - t_bronze,
+                    timings["bronze"],
+                    timings["quarantine"],
+                    f"; after the later stages' {timings['downstream']:.1f}" if "downstream" in timings else "",
                 )
-            if downstream is not None:
-                # Good messages that are not in bronze here: duplicates, now or in an earlier attempt at this
-                # batch (then they are already in quarantine, and their alert went downstream with its first copy).
-                accepted = batch.where(F.col("reason").isNull())
-                if any(status == "duplicate" or note == "quarantine" for status, note in plan.values()):
-                    elsewhere = marks.where("status = 'duplicate' OR note = 'quarantine'").select(*COORDS)
-                    accepted = accepted.join(elsewhere, list(COORDS), "left_anti")
-                downstream(accepted.select("canonical", "kafka_timestamp"), counts["already"] == 0)
         except BaseException:
             # The in-memory indexes may now be ahead of the tables: rebuild them from the lake next time.
             self._seen.clear()
             self._bad = None
+            self._clean = False
             raise
         finally:
             batch.unpersist()

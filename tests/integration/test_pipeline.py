@@ -1,5 +1,6 @@
 """The real-time pipeline (``jobs.pipeline``) on real Kafka, Spark/Delta and MLflow: survey topic -> bronze ->
-silver -> filter topics in one micro-batch, exactly once, also when killed between sending and recording.
+silver -> filter topics in one micro-batch, exactly once, also when killed between sending and recording, or
+between the filter streams and bronze.
 
 Every test has its own survey topic (a unique topic prefix), its own lake (a temporary folder) and its own filter
 topics (a unique ``.test-<id>`` suffix), so live streams and other tests are untouched.
@@ -143,11 +144,12 @@ def check_lake_and_topics(spark: SparkSession, settings: Settings, suffix: str, 
     assert objects["n_alerts"].sum() == len(silver)
 
 
-def test_pipeline_end_to_end_and_killed_after_sending_before_recording(
+def test_pipeline_end_to_end_and_killed_twice(
     spark: SparkSession, champions: dict[str, int], stream: tuple[Settings, str]
 ) -> None:
-    """One run killed between sending a batch and recording it, a restart, then gold.objects by its own process
-    (as the real-time DAG runs it): every stage exactly once, nothing lost, nothing duplicated."""
+    """One run killed between sending a batch and recording it, a second killed after that batch's silver rows and
+    messages and before its bronze rows, a third to the end, then gold.objects by its own process (as the
+    real-time DAG runs it): every stage exactly once, nothing lost, nothing duplicated."""
     settings, suffix = stream
     sent = simulate(settings, "ztf", loops=3, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True)
     fault = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0", "ALERTLAKE_DISTRIBUTE_FAULT": "after-send:2"}
@@ -155,15 +157,25 @@ def test_pipeline_end_to_end_and_killed_after_sending_before_recording(
     out = finish(proc)
     assert proc.returncode == -signal.SIGKILL, out[-3000:]
     assert "fault injection" in out
-    # Batch 2 is in bronze, silver and Kafka, but not recorded in gold.filter_hits.
+    # Batch 2 is in Kafka, but not in gold.filter_hits, silver or bronze (the filter streams go first).
     hits = table(spark, settings, "gold.filter_hits")
     assert len(hits) and 2 not in set(hits["distribute_batch"])
+    assert 2 not in set(table(spark, settings, "bronze.ztf_alerts")["ingest_batch"])
+
+    fault = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0", "ALERTLAKE_INGEST_FAULT": "before-bronze:2"}
+    proc = run_pipeline(settings, suffix, "--max-offsets", "300", "--no-objects", env=fault)
+    out = finish(proc)
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    assert "found in Kafka; they will be recorded, not sent again" in out
+    # Batch 2, replayed, is now in Kafka, gold.filter_hits and silver, still not in bronze.
+    assert 2 in set(table(spark, settings, "gold.filter_hits")["distribute_batch"])
+    assert (table(spark, settings, enrich.SILVER)["enrich_batch"] == "pipeline_ztf:2").any()
+    assert 2 not in set(table(spark, settings, "bronze.ztf_alerts")["ingest_batch"])
 
     proc = run_pipeline(settings, suffix, "--max-offsets", "300", "--no-objects")
     out = finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "warmed up" in out
-    assert "found in Kafka; they will be recorded, not sent again" in out
     # gold.objects is left to its own process (the real-time DAG runs it at low CPU priority).
     assert not (Path(settings.lake_root) / "gold" / "objects").exists()
     objects = subprocess.run(
