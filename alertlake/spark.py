@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,3 +157,30 @@ def start_stream(
     if trigger == "available-now":
         return writer.trigger(availableNow=True).start()
     return writer.trigger(processingTime=interval).start()
+
+
+def supervise(
+    queries: Sequence[StreamingQuery],
+    timeout: float = 0,
+    poll: float = 2.0,
+    on_poll: Callable[[], None] | None = None,
+) -> list[str]:
+    """Wait on a job's streaming queries until they have all ended (a bounded run ends by itself), one of them
+    has failed, ``timeout`` seconds have passed (0: no limit) or Ctrl-C; stop those still running; return
+    ``"<query>: <error>"`` for each failed query. ``on_poll`` runs every ``poll`` seconds (progress logs)."""
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        while any(q.isActive for q in queries):
+            if any(not q.isActive and q.exception() for q in queries):
+                break
+            if deadline and time.monotonic() > deadline:
+                break
+            time.sleep(poll)
+            if on_poll is not None:
+                on_poll()
+    except KeyboardInterrupt:
+        pass
+    for query in queries:
+        if query.isActive:
+            query.stop()
+    return [f"{q.name}: {q.exception()}" for q in queries if q.exception()]

@@ -63,7 +63,7 @@ from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, schema_
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
 from alertlake.lake import append_once, delta_location, table_exists, table_uri
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import ensure_table, start_stream
+from alertlake.spark import ensure_table, start_stream, supervise
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -606,23 +606,17 @@ def start(
     live topics have none).
     """
     silver_uri = wait_for_silver(settings, trigger)
-
-    def silver_stream() -> DataFrame:
-        return spark.readStream.format("delta").option("maxFilesPerTrigger", str(max_files)).load(silver_uri)
-
-    silver = silver_stream()
+    silver = spark.readStream.format("delta").option("maxFilesPerTrigger", str(max_files)).load(silver_uri)
     filters = filters if filters is not None else load_filters(filters_dir, columns=silver.columns)
     for name, reason in filters.rejected.items():
         log.error("filter %s not distributed: %s", name, reason)
     job = DistributeJob(settings, filters, topic_suffix=topic_suffix, register_tables=register_tables)
     job.prepare(spark, silver.schema)
     log.info("distributing %d filters to %d topics: %s", len(job.filters), len(job.topics()), ", ".join(job.topics()))
-    queries = []
-    for name, frame, batch_fn, every in (
-        (job.app_id, silver, job.write_batch, interval),
-        (job.objects_app_id, silver_stream(), job.merge_objects_batch, objects_interval),
-    ):
-        queries.append(start_stream(settings, frame, name, batch_fn, trigger, every))
+    queries = [
+        start_stream(settings, silver, job.app_id, job.write_batch, trigger, interval),
+        start_objects(spark, settings, trigger, objects_interval, register_tables),
+    ]
     return queries, job
 
 
@@ -780,20 +774,8 @@ def main(argv: list[str] | None = None) -> int:
             register_tables=not args.no_trino,
             objects_interval=args.objects_interval,
         )
-    deadline = time.monotonic() + args.timeout if args.timeout else None
-    try:
-        while any(q.isActive for q in queries):
-            failed = [q for q in queries if not q.isActive and q.exception()]
-            if failed or (deadline and time.monotonic() > deadline):
-                break
-            time.sleep(2)
-    except KeyboardInterrupt:
-        pass
-    for query in queries:
-        if query.isActive:
-            query.stop()
+    errors = supervise(queries, args.timeout)
     log.info("sent per filter: %s", dict(job.counts))
-    errors = [f"{q.name}: {q.exception()}" for q in queries if q.exception()]
     for error in errors:
         log.error("distribution failed: %s", error)
     return 1 if errors else 0

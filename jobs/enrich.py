@@ -53,7 +53,7 @@ from alertlake.lake import table_uri
 from alertlake.modules import OUTPUT_TYPES, ScienceModule, error_column, null_outputs, run_module_safely
 from alertlake.quality_cuts import QUALITY_COLUMNS, quality_cuts
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import WRITE_OPTIONS, start_stream
+from alertlake.spark import WRITE_OPTIONS, start_stream, supervise
 from alertlake.surveys.canonical import COLUMN_NAMES
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 
@@ -640,19 +640,7 @@ def run(
     started = [
         start(spark, settings, s, refs, trigger, interval, max_files, f"enrich_{s}{name_suffix}") for s in surveys
     ]
-    deadline = time.monotonic() + timeout if timeout else None
-    failures = []
-    try:
-        for query, _ in started:
-            while query.isActive:
-                query.awaitTermination(10)
-                if deadline and time.monotonic() > deadline:
-                    query.stop()
-            if query.exception():
-                failures.append(f"{query.name}: {query.exception()}")
-    except KeyboardInterrupt:
-        for query, _ in started:
-            query.stop()
+    failures = supervise([query for query, _ in started], timeout, poll=10)
     if failures:
         raise RuntimeError("enrichment failed: " + "; ".join(failures))
     batches = [b for _, job in started for b in job.history]

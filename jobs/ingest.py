@@ -44,14 +44,14 @@ import pyarrow as pa
 from alertlake.avro_arrow import native_schema, reader_schema
 from alertlake.lake import night_window, read_columns, table_uri
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import STREAMED_TABLE_PROPERTIES, WRITE_OPTIONS, ensure_table, start_stream
+from alertlake.spark import STREAMED_TABLE_PROPERTIES, WRITE_OPTIONS, ensure_table, start_stream, supervise
 from alertlake.surveys import get_survey
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 from alertlake.surveys.errors import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, MessageContext
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
-    from pyspark.sql.streaming import StreamingQuery
+    from pyspark.sql.streaming import DataStreamReader, StreamingQuery
 
 log = logging.getLogger("alertlake.ingest")
 
@@ -607,6 +607,22 @@ def register_in_trino(settings: Settings, names: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- running
+def kafka_reader(spark: SparkSession, settings: Settings, topic: str, max_offsets: int) -> DataStreamReader:
+    """Spark's Kafka source on a survey topic, as every ingesting query reads it: from the earliest offset, at
+    most ``max_offsets`` messages a micro-batch, failing rather than skipping data lost from Kafka."""
+    from alertlake.spark import kafka_options
+
+    return (
+        spark.readStream.format("kafka")
+        .options(**kafka_options(settings))
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(max_offsets))
+        .option("failOnDataLoss", "true")
+        .option("kafka.max.partition.fetch.bytes", str(16 * 1024 * 1024))
+    )
+
+
 def start(
     spark: SparkSession,
     settings: Settings,
@@ -618,19 +634,10 @@ def start(
 ) -> StreamingQuery:
     """Start the ingestion query of ``survey`` and return it (the caller waits or stops it)."""
     from alertlake.kafka import survey_topic
-    from alertlake.spark import kafka_options
 
     name = f"ingest_{survey}" + (f"_replay_{replay_night.replace('-', '')}" if replay_night else "")
     job = IngestJob(settings, survey, app_id=name, topic=survey_topic(settings, survey))
-    reader = (
-        spark.readStream.format("kafka")
-        .options(**kafka_options(settings))
-        .option("subscribe", job.topic)
-        .option("startingOffsets", "earliest")
-        .option("maxOffsetsPerTrigger", str(max_offsets))
-        .option("failOnDataLoss", "true")
-        .option("kafka.max.partition.fetch.bytes", str(16 * 1024 * 1024))
-    )
+    reader = kafka_reader(spark, settings, job.topic, max_offsets)
     if replay_night:
         begin, end = night_window(survey, replay_night)
         reader = reader.option("startingTimestamp", str(int(begin.timestamp() * 1000)))
@@ -680,19 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_spark(settings, f"alertlake-ingest-{args.survey}")
     trigger = "available-now" if args.replay_night else args.trigger
     query = start(spark, settings, args.survey, trigger, args.interval, args.max_offsets, args.replay_night)
-    deadline = time.monotonic() + args.timeout if args.timeout else None
-    try:
-        while query.isActive:
-            query.awaitTermination(10)
-            report_progress(query)
-            if deadline and time.monotonic() > deadline:
-                query.stop()
-    except KeyboardInterrupt:
-        query.stop()
-    if query.exception():
-        log.error("ingestion of %s failed: %s", args.survey, query.exception())
-        return 1
-    return 0
+    failures = supervise([query], args.timeout, poll=10, on_poll=lambda: report_progress(query))
+    for failure in failures:
+        log.error("ingestion of %s failed: %s", args.survey, failure)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

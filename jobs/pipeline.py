@@ -52,7 +52,7 @@ from alertlake.filters import FILTERS_DIR, load_filters
 from alertlake.lake import table_uri
 from alertlake.quality import PASSED
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import start_stream
+from alertlake.spark import start_stream, supervise
 from jobs import distribute, enrich, ingest
 
 if TYPE_CHECKING:
@@ -123,7 +123,6 @@ def start(
 ) -> tuple[StreamingQuery, PipelineJob]:
     """Start ``survey``'s pipeline query (Kafka source, as :func:`jobs.ingest.start`); return it and its job."""
     from alertlake.kafka import survey_topic
-    from alertlake.spark import kafka_options
 
     name = app_id(survey)
     ingest_job = ingest.IngestJob(settings, survey, app_id=name, topic=survey_topic(settings, survey))
@@ -141,15 +140,7 @@ def start(
     ingest.warm_up(
         spark, survey, ingest_job.max_bytes, settings.ingest_warm_up_alerts, downstream=warm_up_enrichment(refs)
     )
-    reader = (
-        spark.readStream.format("kafka")
-        .options(**kafka_options(settings))
-        .option("subscribe", ingest_job.topic)
-        .option("startingOffsets", "earliest")
-        .option("maxOffsetsPerTrigger", str(max_offsets))
-        .option("failOnDataLoss", "true")
-        .option("kafka.max.partition.fetch.bytes", str(16 * 1024 * 1024))
-    )
+    reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
     decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes)
     job = PipelineJob(ingest_job, enrich_job, distribute_job)
     log.info("%s: %s -> bronze -> silver -> %s", name, ingest_job.topic, ", ".join(distribute_job.topics()))
@@ -189,20 +180,7 @@ def run(
             query.awaitTermination()
     if objects:
         queries.append(distribute.start_objects(spark, settings, trigger, objects_interval, register_tables))
-    deadline = time.monotonic() + timeout if timeout else None
-    try:
-        while any(q.isActive for q in queries):
-            if any(not q.isActive and q.exception() for q in queries):
-                break
-            if deadline and time.monotonic() > deadline:
-                break
-            time.sleep(2)
-    except KeyboardInterrupt:
-        pass
-    for query in queries:
-        if query.isActive:
-            query.stop()
-    failures = [f"{q.name}: {q.exception()}" for q in queries if q.exception()]
+    failures = supervise(queries, timeout)
     if failures:
         raise RuntimeError("pipeline failed: " + "; ".join(failures))
     return {
