@@ -758,6 +758,11 @@ def main(argv: list[str] | None = None) -> int:
     from alertlake.spark import build_spark
 
     if args.objects_only:
+        if settings.spark_master.startswith("local"):
+            # One core: the MERGE is small, and beside the real-time pipeline a MERGE on both cores (even at the
+            # lowest CPU priority) held its micro-batches back: p95 latency 18.1 s against 15.4 s with local[1]
+            # (bench/e2e.py, 1,000 alerts/s for 5 minutes).
+            settings = settings.model_copy(update={"spark_master": "local[1]"})
         spark = build_spark(settings, "alertlake-objects")
         queries = [start_objects(spark, settings, args.trigger, args.objects_interval, not args.no_trino)]
         job = DistributeJob(settings, FilterSet({}, {}))
