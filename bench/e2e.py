@@ -95,6 +95,30 @@ def start(args: list[str], env: dict[str, str], log: Path, nice: int = 0) -> sub
     )
 
 
+def wait_for_reader(settings: Settings, topics: list[str], read: dict[tuple[str, int], int], timeout: float) -> bool:
+    """Wait until ``read`` (last offset read per topic partition) reaches the end of every topic; False if it
+    did not within ``timeout`` seconds."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka_config(), "group.id": "bench-e2e-watermarks"})
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        ends = {
+            (topic, part): consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10)[1]
+            for topic in topics
+            for part in metadata.topics[topic].partitions
+        }
+    finally:
+        consumer.close()
+    deadline = time.monotonic() + timeout
+    while any(read.get(tp, -1) < end - 1 for tp, end in ends.items() if end > 0):
+        if time.monotonic() > deadline:
+            print(f"the reader did not reach the end of the filter topics in {timeout:.0f} s")
+            return False
+        time.sleep(1)
+    return True
+
+
 def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
     """One benchmark run in ``mode`` (``pipeline`` or ``jobs``); None when a job exited before the load."""
     run_id = uuid.uuid4().hex[:8]
@@ -151,12 +175,19 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
 
     latencies: list[float] = []
     per_topic: dict[str, int] = {}
+    read: dict[tuple[str, int], int] = {}  # last offset read per (topic, partition)
+    seen: set[tuple[str, int, int]] = set()  # a group rebalance may deliver a message twice: count it once
     send_start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.warmup)
 
     def read_topics() -> None:
         options = ConsumeOptions(topics=topics, group_id=f"bench-e2e-{run_id}", max_seconds=None)
         try:
             for received in iter_alerts(settings, options):
+                where = (received.topic, received.partition, received.offset)
+                read[where[:2]] = max(received.offset, read.get(where[:2], -1))
+                if where in seen:
+                    continue
+                seen.add(where)
                 source = received.alert.get("kafka_timestamp")
                 if source is None or source < send_start:
                     continue
@@ -207,9 +238,12 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
     time.sleep(args.drain)
     load_seconds = time.monotonic() - t0
     cpu_after, services_after = memory.cpu_seconds, service_cpu.cpu_seconds
-    stop.set()
     memory.stop()
     service_cpu.stop()
+    # The reader (Python, in this process) can fall behind on a saturated machine: let it read every message the
+    # jobs sent (the latency of each is its own message timestamps, whenever it is read).
+    caught_up = wait_for_reader(settings, topics, read, timeout=600)
+    stop.set()
     # CPU seconds each job (its JVM and Python workers) used from the first send to the end of the drain, and the
     # simulator's own (it competes for the same two cores).
     cpu = {name: round(cpu_after[p.pid] - cpu_before[p.pid], 1) for name, p in jobs.items()}
@@ -242,6 +276,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
         "send_rate_achieved": round(expected / send_seconds, 1),
         "silver_alerts_of_run": in_run,
         "filter_messages": len(latencies),
+        "reader_caught_up": caught_up,
         "messages_per_topic": per_topic,
         "minutes": args.minutes,
         "cpu_seconds_during_load": cpu,
