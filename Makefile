@@ -56,7 +56,7 @@ test-unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
 test: install lint services-up
-	$(VENV)/bin/pytest -q --timeout=1500
+	$(VENV)/bin/pytest -q --timeout=1500 --durations=25
 
 demo: services-up
 	$(PY) -m alertlake.demo
