@@ -480,19 +480,8 @@ class IngestJob:
                 "max_kafka_timestamp": max(stamps).isoformat() if stamps else None,
                 "started_at": started.isoformat(),
             }
-            timings: dict[str, float] = {}
-
-            def write_tables() -> None:
-                t_write = time.monotonic()
-                self._append(bronze_rows, self.bronze_uri, meta)
-                timings["bronze"] = time.monotonic() - t_write
-                if meta["quarantine_rows"]:
-                    self._append(quarantine_rows, self.quarantine_uri, meta)
-                timings["quarantine"] = time.monotonic() - t_write - timings["bronze"]
-
-            if downstream is None:
-                write_tables()
-            else:
+            t_downstream = t_classified
+            if downstream is not None:
                 # Good messages that are not in bronze here: duplicates, now or in an earlier attempt at this
                 # batch (then they are already in quarantine, and their alert went downstream with its first copy).
                 accepted = batch.where(F.col("reason").isNull())
@@ -504,13 +493,16 @@ class IngestJob:
                 # bronze, and only the first batch of a run can be such a retry: "all new" is vouched for from
                 # the second one on, once a whole batch has gone through in this process.
                 downstream(accepted.select("canonical", "kafka_timestamp"), counts["already"] == 0 and self._clean)
-                timings["downstream"] = time.monotonic() - t_classified
+                t_downstream = time.monotonic()
                 if os.environ.get(FAULT_ENV) == f"before-bronze:{batch_id}":
                     log.warning(
                         "%s: fault injection: killing the process before bronze, batch %d", self.app_id, batch_id
                     )
                     os.kill(os.getpid(), signal.SIGKILL)
-                write_tables()
+            self._append(bronze_rows, self.bronze_uri, meta)
+            t_bronze = time.monotonic()
+            if meta["quarantine_rows"]:
+                self._append(quarantine_rows, self.quarantine_uri, meta)
             self._quarantined().update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
             self._clean = True
             if keys:
@@ -526,9 +518,9 @@ class IngestJob:
                     time.monotonic() - t0,
                     t_decoded - t0,
                     t_classified - t_decoded,
-                    timings["bronze"],
-                    timings["quarantine"],
-                    f"; after the later stages' {timings['downstream']:.1f}" if "downstream" in timings else "",
+                    t_bronze - t_downstream,
+                    time.monotonic() - t_bronze,
+                    f"; after the later stages' {t_downstream - t_classified:.1f}" if downstream is not None else "",
                 )
         except BaseException:
             # The in-memory indexes may now be ahead of the tables: rebuild them from the lake next time.
