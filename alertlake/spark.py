@@ -87,6 +87,21 @@ def build_spark(settings: Settings, app_name: str = "alertlake", conf: dict[str,
     return spark
 
 
+def with_batch_values(frame: DataFrame, schema: str, *values: object) -> DataFrame:
+    """``frame`` with the columns of ``schema`` (a DDL string) set to ``values`` in every row, without literals.
+
+    Spark writes a numeric or timestamp literal (``lit(batch_id)``, ``current_timestamp()``) into the Java code
+    it generates for the projection that holds it, so a value that changes every micro-batch makes a new class
+    in every batch: compiled by Janino, then by the JVM's JIT from cold. In the pipeline under load that was
+    three classes a batch (bronze's 2,300-line projection among them) and JIT compiler threads took about a
+    quarter of the process's CPU. Here the values come from a one-row table joined in (broadcast), so the
+    generated code is the same in every batch and stays compiled.
+    """
+    from pyspark.sql import functions as F
+
+    return frame.crossJoin(F.broadcast(frame.sparkSession.createDataFrame([tuple(values)], schema)))
+
+
 def kafka_options(settings: Settings) -> dict[str, str]:
     """Options of Spark's Kafka source/sink (Java client names) equivalent to ``settings.kafka_config()``."""
     opts = {

@@ -63,7 +63,7 @@ from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, schema_
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
 from alertlake.lake import append_once, delta_location, table_exists, table_uri
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import ensure_table, start_stream, supervise
+from alertlake.spark import ensure_table, start_stream, supervise, with_batch_values
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -483,23 +483,20 @@ class DistributeJob:
         scores = [c for c in object_score_columns() if c in rows.columns]
         latest_cols = [c for c in (*OBJECT_LATEST, *scores) if c in rows.columns]
         latest = F.max_by(F.struct(*latest_cols), F.struct("mjd", "alert_id"))
-        per_object = (
-            rows.groupBy("survey", "object_id")
-            .agg(
-                latest.alias("latest"),
-                F.count("*").cast("long").alias("n_alerts"),
-                F.min("mjd").alias("first_mjd"),
-                F.max("kafka_timestamp").alias("last_kafka_timestamp"),
-            )
-            .select(
-                "survey",
-                "object_id",
-                *[F.col(f"latest.{c}").alias(f"last_{c}" if c in OBJECT_LATEST else c) for c in latest_cols],
-                "n_alerts",
-                "first_mjd",
-                "last_kafka_timestamp",
-                F.current_timestamp().alias("updated_at"),
-            )
+        grouped = rows.groupBy("survey", "object_id").agg(
+            latest.alias("latest"),
+            F.count("*").cast("long").alias("n_alerts"),
+            F.min("mjd").alias("first_mjd"),
+            F.max("kafka_timestamp").alias("last_kafka_timestamp"),
+        )
+        per_object = with_batch_values(grouped, "updated_at timestamp", dt.datetime.now(dt.UTC)).select(
+            "survey",
+            "object_id",
+            *[F.col(f"latest.{c}").alias(f"last_{c}" if c in OBJECT_LATEST else c) for c in latest_cols],
+            "n_alerts",
+            "first_mjd",
+            "last_kafka_timestamp",
+            "updated_at",
         )
         if not DeltaTable.isDeltaTable(spark, self.objects_uri):
             ensure_table(spark, self.objects_uri, _arrow_of(per_object))

@@ -53,7 +53,7 @@ from alertlake.lake import table_uri
 from alertlake.modules import OUTPUT_TYPES, ScienceModule, error_column, null_outputs, run_module_safely
 from alertlake.quality_cuts import QUALITY_COLUMNS, quality_cuts
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import WRITE_OPTIONS, start_stream, supervise
+from alertlake.spark import WRITE_OPTIONS, start_stream, supervise, with_batch_values
 from alertlake.surveys.canonical import COLUMN_NAMES
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 
@@ -366,10 +366,10 @@ def silver_rows(bronze: DataFrame, refs: Sequence[ModuleRef], enrich_batch: str)
         ]
     columns += [
         F.col("kafka_timestamp"),
-        F.lit(enrich_batch).alias("enrich_batch"),
-        F.current_timestamp().alias("enrich_time"),
+        F.lit(enrich_batch).alias("enrich_batch"),  # a string literal is not written into the generated code
+        F.col("enrich_time"),
     ]
-    return enriched.select(*columns)
+    return with_batch_values(enriched, "enrich_time timestamp", dt.datetime.now(dt.UTC)).select(*columns)
 
 
 # ------------------------------------------------------------------------------------------- writing

@@ -44,7 +44,14 @@ import pyarrow as pa
 from alertlake.avro_arrow import native_schema, reader_schema
 from alertlake.lake import night_window, read_columns, table_uri
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import STREAMED_TABLE_PROPERTIES, WRITE_OPTIONS, ensure_table, start_stream, supervise
+from alertlake.spark import (
+    STREAMED_TABLE_PROPERTIES,
+    WRITE_OPTIONS,
+    ensure_table,
+    start_stream,
+    supervise,
+    with_batch_values,
+)
 from alertlake.surveys import get_survey
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 from alertlake.surveys.errors import DEFAULT_MAX_MESSAGE_BYTES, BadMessage, MessageContext
@@ -117,6 +124,10 @@ BRONZE_EXTRA = pa.schema(
         pa.field("night", pa.string()),
     ]
 )
+
+#: The per-batch columns of bronze and quarantine rows, joined in rather than written as literals (see
+#: :func:`alertlake.spark.with_batch_values`).
+BATCH_VALUES = "ingest_time timestamp, ingest_batch long"
 
 
 def _coords(row: Any) -> tuple[str, int, int]:
@@ -277,23 +288,9 @@ def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataF
 
 def to_bronze_rows(good: DataFrame, survey_name: str, versions: list[str], batch_id: int) -> DataFrame:
     """Decoded good messages -> rows of ``bronze.<survey>_alerts`` (native fields, then :data:`BRONZE_EXTRA`)."""
-    from pyspark.sql import functions as F
-
-    return (
-        with_native(good, survey_name, versions)
-        .select(
-            "native",
-            "alert_id",
-            "object_id",
-            "schema_version",
-            "canonical",
-            *COORDS,
-            "kafka_timestamp",
-            F.current_timestamp().alias("ingest_time"),
-            F.lit(batch_id).cast("long").alias("ingest_batch"),
-            "night",
-        )
-        .select("native.*", *BRONZE_EXTRA.names)
+    native = with_native(good, survey_name, versions)
+    return with_batch_values(native, BATCH_VALUES, dt.datetime.now(dt.UTC), batch_id).select(
+        "native.*", *BRONZE_EXTRA.names
     )
 
 
@@ -454,6 +451,7 @@ class IngestJob:
                 quarantined = quarantined.join(F.broadcast(originals), list(COORDS), "left").withColumn(
                     "raw", F.coalesce("raw", "original")
                 )
+            quarantined = with_batch_values(quarantined, BATCH_VALUES, dt.datetime.now(dt.UTC), batch_id)
             quarantine_rows = quarantined.select(
                 F.lit(self.survey).alias("survey"),
                 *COORDS,
@@ -464,8 +462,8 @@ class IngestJob:
                 F.when(F.col("status") == "duplicate", F.col("note")).otherwise(F.col("error")).alias("error"),
                 "alert_id",
                 "raw",
-                F.current_timestamp().alias("ingest_time"),
-                F.lit(batch_id).cast("long").alias("ingest_batch"),
+                "ingest_time",
+                "ingest_batch",
             )
             stamps = [k["kafka_timestamp"] for k in keys]
             # The batch's figures travel in the Delta commit itself (DESCRIBE HISTORY shows them): no extra write.
