@@ -66,7 +66,7 @@ from alertlake.settings import Settings, get_settings
 from alertlake.spark import ensure_table, start_stream, supervise, with_batch_values
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger("alertlake.distribute")
@@ -219,8 +219,6 @@ class DistributeJob:
         ``gated``: the caller has applied the quality gate already (the real-time pipeline distributes a batch
         it has just enriched, only when its verdict passed), so the verdict table is not read again.
         """
-        from alertlake.filters import sql_flag_columns
-
         t0 = time.monotonic()
         spark = batch.sparkSession
         if not self._recovered:
@@ -230,16 +228,11 @@ class DistributeJob:
             return
         rows = batch if gated else distributable_rows(spark, self.settings, batch).persist()
         try:
-            # What the filters read (and gold.filter_hits records) comes to the driver; the alerts themselves
-            # are encoded by Spark, and only those some filter selected.
-            light = [c for c in rows.columns if c in HIT_COLUMNS or c in self._filter_columns()]
-            table = rows.select(*light, *sql_flag_columns(self.filters)).toArrow()
+            table = self._read(rows)
             t_read = time.monotonic()
             if table.num_rows == 0:
                 return
-            hits = evaluate(self.filters, filter_frame(table, self.filters))
-            wanted = sorted({int(i) for mask in hits.values() for i in mask.nonzero()[0]})
-            key, values = self._encode(rows, table, wanted)
+            hits, key, values = self._select_and_encode(rows, table)
             t_encoded = time.monotonic()
             already, self._already = self._already, {}
             sent = self._produce(table, hits, batch_id, already, key, values)
@@ -265,6 +258,28 @@ class DistributeJob:
             t_sent - t_encoded,
             time.monotonic() - t_sent,
         )
+
+    def warm_up(self, rows: DataFrame) -> None:
+        """Run the filters over ``rows`` and encode what they select, sending and recording nothing: the real-time
+        pipeline does it on its warm-up alerts, so that its first batch does not compile these paths."""
+        table = self._read(rows)
+        if table.num_rows:
+            self._select_and_encode(rows, table)
+
+    def _read(self, rows: DataFrame) -> pa.Table:
+        """What the filters read (and gold.filter_hits records) of ``rows``, on the driver; the alerts themselves
+        are encoded by Spark, and only those some filter selected."""
+        from alertlake.filters import sql_flag_columns
+
+        light = [c for c in rows.columns if c in HIT_COLUMNS or c in self._filter_columns()]
+        return rows.select(*light, *sql_flag_columns(self.filters)).toArrow()
+
+    def _select_and_encode(self, rows: DataFrame, table: pa.Table) -> tuple[dict[str, Any], bytes, dict[int, bytes]]:
+        """Each filter's selection mask over ``table``, the stream key and the selected alerts' Avro values."""
+        hits = evaluate(self.filters, filter_frame(table, self.filters))
+        wanted = sorted({int(i) for mask in hits.values() for i in mask.nonzero()[0]})
+        key, values = self._encode(rows, table, wanted)
+        return hits, key, values
 
     def _filter_columns(self) -> set[str]:
         """Silver columns the loaded filters read (SQL filters are computed by Spark: only their flags come)."""
@@ -475,8 +490,12 @@ class DistributeJob:
         log.info("%s objects batch %d merged in %.1f s", self.app_id, batch_id, time.monotonic() - t0)
 
     def _merge_objects(self, rows: DataFrame, batch_id: int) -> None:
-        """MERGE the batch's state per object into gold.objects (idempotent per batch via Delta's txn confs)."""
-        from delta.tables import DeltaTable
+        """MERGE the batch's state per object into gold.objects, once per batch (Delta txn = objects app id, batch).
+
+        Spark computes the state per object of the batch (one small row per object); delta-rs MERGEs it. A Spark
+        MERGE ran about 17 Spark jobs for any batch, however small: 7-9.5 s on an idle core for 120,000 alerts, and
+        under the real-time pipeline's load 60-90 s of a niced core every 2 minutes, which slowed the pipeline's
+        micro-batches (see ``docs/data-engineer.md``)."""
         from pyspark.sql import functions as F
 
         spark = rows.sparkSession
@@ -498,33 +517,62 @@ class DistributeJob:
             "last_kafka_timestamp",
             "updated_at",
         )
-        if not DeltaTable.isDeltaTable(spark, self.objects_uri):
+        if not table_exists(self.settings, OBJECTS):
             ensure_table(spark, self.objects_uri, _arrow_of(per_object))
             if self.register_tables:
                 register_in_trino(self.settings, [OBJECTS])
-        target = DeltaTable.forPath(spark, self.objects_uri)
-        newer = "s.last_mjd > t.last_mjd OR (s.last_mjd = t.last_mjd AND s.last_alert_id > t.last_alert_id)"
-        latest_set = {
-            c: f"s.{c}" for c in per_object.columns if c not in ("survey", "object_id", "n_alerts", "first_mjd")
-        }
-        counts: dict[str, str | Column] = {
-            "n_alerts": "t.n_alerts + s.n_alerts",
-            "first_mjd": "least(t.first_mjd, s.first_mjd)",
-        }
-        spark.conf.set("spark.databricks.delta.write.txnAppId", self.objects_app_id)
-        spark.conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
+        merge_objects(self.settings, per_object.toArrow(), self.objects_app_id, batch_id)
+
+
+#: How gold.objects takes a batch's state per object (``s``) into its row (``t``): the latest alert's columns
+#: when the batch's latest alert is newer, and the counts always.
+OBJECTS_KEY = "t.survey = s.survey AND t.object_id = s.object_id"
+OBJECTS_NEWER = "s.last_mjd > t.last_mjd OR (s.last_mjd = t.last_mjd AND s.last_alert_id > t.last_alert_id)"
+OBJECTS_COUNTS = {
+    "n_alerts": "t.n_alerts + s.n_alerts",
+    "first_mjd": "CASE WHEN t.first_mjd IS NULL OR s.first_mjd < t.first_mjd THEN s.first_mjd ELSE t.first_mjd END",
+}
+
+
+def merge_objects(settings: Settings, per_object: pa.Table, app_id: str, version: int) -> bool:
+    """MERGE ``per_object`` (one row per survey and object, gold.objects' columns) into gold.objects with
+    delta-rs, at most once per (``app_id``, ``version``): the commit carries that Delta transaction, as Spark's
+    ``txnAppId``/``txnVersion`` would. Returns False when that version was already merged. Module outputs new
+    to the table are added as columns (schema evolution); concurrent commits (maintenance) are retried."""
+    from deltalake import CommitProperties, DeltaTable, Transaction
+    from deltalake.exceptions import CommitFailedError
+
+    location = delta_location(settings, OBJECTS)
+    keep = {"survey", "object_id", "n_alerts", "first_mjd"}
+    latest = {c: f"s.`{c}`" for c in per_object.column_names if c not in keep}
+    properties = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=version)])
+    for attempt in range(5):
+        target = DeltaTable(location)
+        done = target.transaction_version(app_id)
+        if done is not None and done >= version:
+            log.info("%s: %s version %d already merged", OBJECTS, app_id, version)
+            return False
         try:
             (
-                target.alias("t")
-                .merge(per_object.alias("s"), "t.survey = s.survey AND t.object_id = s.object_id")
-                .whenMatchedUpdate(condition=newer, set={**latest_set, **counts})
-                .whenMatchedUpdate(set=counts)
-                .whenNotMatchedInsertAll()
+                target.merge(
+                    per_object,
+                    predicate=OBJECTS_KEY,
+                    source_alias="s",
+                    target_alias="t",
+                    merge_schema=True,
+                    commit_properties=properties,
+                )
+                .when_matched_update(updates={**latest, **OBJECTS_COUNTS}, predicate=OBJECTS_NEWER)
+                .when_matched_update(updates=OBJECTS_COUNTS)
+                .when_not_matched_insert_all()
                 .execute()
             )
-        finally:
-            spark.conf.unset("spark.databricks.delta.write.txnAppId")
-            spark.conf.unset("spark.databricks.delta.write.txnVersion")
+            return True
+        except CommitFailedError:
+            if attempt == 4:
+                raise
+            log.info("concurrent commit on %s, retrying", OBJECTS)
+    return False
 
 
 def _quiet_avro_serializer(spark: SparkSession) -> None:
@@ -640,10 +688,16 @@ def start_objects(
 ) -> StreamingQuery:
     """Only the gold.objects MERGE over silver (the query :func:`start` runs beside distribution: same name and
     checkpoint), for a process of its own: ``--objects-only``, which the real-time DAG runs at low CPU priority
-    so that the MERGE (8 s for 120,000 alerts on an idle machine, 20-30 s under load) takes idle CPU only."""
+    so that the MERGE takes idle CPU only. A batch's state per object comes to the driver for delta-rs's MERGE:
+    ``maxBytesPerTrigger`` bounds it (512 MB of silver files; a benchmark lake held 180,000 alerts in 13 MB)."""
     silver_uri = wait_for_silver(settings, trigger)
     job = DistributeJob(settings, FilterSet({}, {}), register_tables=register_tables)
-    silver = spark.readStream.format("delta").option("maxFilesPerTrigger", "1000").load(silver_uri)
+    silver = (
+        spark.readStream.format("delta")
+        .option("maxFilesPerTrigger", "1000")
+        .option("maxBytesPerTrigger", "512m")
+        .load(silver_uri)
+    )
     return start_stream(settings, silver, job.objects_app_id, job.merge_objects_batch, trigger, interval)
 
 
