@@ -814,6 +814,10 @@ def main(argv: list[str] | None = None) -> int:
             # lowest CPU priority) held its micro-batches back: p95 latency 18.1 s against 15.4 s with local[1]
             # (bench/e2e.py, 1,000 alerts/s for 5 minutes).
             settings = settings.model_copy(update={"spark_master": "local[1]"})
+        # The JIT's quick compiler only: a batch every few minutes never pays back C2's compilations, which
+        # compete with the pipeline for the cores.
+        options = f"{settings.spark_java_options} -XX:TieredStopAtLevel=1".strip()
+        settings = settings.model_copy(update={"spark_java_options": options})
         spark = build_spark(settings, "alertlake-objects")
         queries = [start_objects(spark, settings, args.trigger, args.objects_interval, not args.no_trino)]
         job = DistributeJob(settings, FilterSet({}, {}))
