@@ -494,7 +494,7 @@ class DistributeJob:
 
         Spark computes the state per object of the batch (one small row per object); delta-rs MERGEs it. A Spark
         MERGE ran about 17 Spark jobs for any batch, however small: 7-9.5 s on an idle core for 120,000 alerts, and
-        under the real-time pipeline's load 60-90 s of a niced core every 2 minutes, which slowed the pipeline's
+        under the real-time pipeline's load 60-95 s of a niced core every 2 minutes, which slowed the pipeline's
         micro-batches (see ``docs/data-engineer.md``)."""
         from pyspark.sql import functions as F
 
