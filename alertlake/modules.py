@@ -20,6 +20,7 @@ The enrichment job calls :func:`load` once per run and :func:`run_module_safely`
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import importlib.metadata
@@ -175,6 +176,7 @@ class ScienceModule(ABC):
         """Build and load in one step (tests, benchmarks, local runs); returns ``self``."""
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix=f"alertlake-{self.name}-"))
+            atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # the module may read it until then
         self.load(self.build(workdir).artifacts)
         return self
 
@@ -774,6 +776,36 @@ def resolve(name: str, ref: str | int = "champion") -> int:
     return int(client.get_model_version_by_alias(name, text).version)
 
 
+def cached_model(cache_dir: Path, tracking_uri: str, name: str, version: int, run_id: str) -> Path:
+    """The files of registered version ``version`` of module ``name`` in the local cache, downloaded the first
+    time: a registered version never changes, so one download serves every later load (a ``models:/`` URI loaded
+    directly downloads into a new temporary folder each time, about 50 MB, never deleted)."""
+    import mlflow.artifacts
+
+    target = cache_dir / "models" / name / f"{version}-{run_id[:12]}"
+    if (target / "MLmodel").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=target.parent))
+    try:
+        path = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri(name, version),
+                dst_path=str(staging),
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
+            )
+        )
+        try:
+            path.rename(target)
+        except OSError:
+            if not (target / "MLmodel").exists():  # another run finished the same download first: fine
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def load(name: str, ref: str | int = "champion") -> LoadedModule:
     """Load module ``name`` at ``ref`` (an alias such as ``champion`` or a version number) from MLflow.
 
@@ -785,7 +817,10 @@ def load(name: str, ref: str | int = "champion") -> LoadedModule:
 
     version = resolve(name, ref)
     uri = model_uri(name, version)
-    model = mlflow.pyfunc.load_model(uri)
+    run_id = _client().get_model_version(name, str(version)).run_id or "norun"
+    model = mlflow.pyfunc.load_model(
+        str(cached_model(get_settings().cache_dir, require_mlflow(), name, version, run_id))
+    )
     wrapper = model.unwrap_python_model()
     module = wrapper.module
     if module is None:

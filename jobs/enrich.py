@@ -35,9 +35,7 @@ import datetime as dt
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -183,37 +181,12 @@ def resolve_modules(
             ) from exc
         version = int(mv.version)
         model_uri = registry.model_uri(cls.name, version)
-        local = _download(settings, uri, cls.name, version, mv.run_id or "norun", model_uri)
+        local = registry.cached_model(settings.cache_dir, uri, cls.name, version, mv.run_id or "norun")
         refs.append(
             ModuleRef(cls.name, version, model_uri, dict(cls.outputs), str(local), fault_drill=cls.name in drill)
         )
         log.info("module %s: %s -> version %d (%s)", cls.name, ref, version, model_uri)
     return refs
-
-
-def _download(settings: Settings, tracking_uri: str, name: str, version: int, run_id: str, model_uri: str) -> Path:
-    """The model's files in the local cache; a registered version never changes, so one download serves all runs."""
-    import mlflow.artifacts
-
-    target = settings.cache_dir / "models" / name / f"{version}-{run_id[:12]}"
-    if (target / "MLmodel").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=target.parent))
-    try:
-        path = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri, dst_path=str(staging), tracking_uri=tracking_uri, registry_uri=tracking_uri
-            )
-        )
-        try:
-            path.rename(target)
-        except OSError:
-            if not (target / "MLmodel").exists():  # another run finished the same download first: fine
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 # Executor side: each Python worker loads a model version once and keeps it for every later batch.
