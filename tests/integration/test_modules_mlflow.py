@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -63,10 +64,10 @@ def test_promotion_only_when_the_check_passes(registered: dict[str, registry.Reg
     assert registry.load("sso", version).version == version  # pinned version, as a replay does
 
 
-def test_pyfunc_loads_with_mlflow_alone(registered: dict[str, registry.RegisteredVersion]) -> None:
+def test_pyfunc_loads_with_mlflow_alone(registered: dict[str, registry.RegisteredVersion], tmp_path: Path) -> None:
     import mlflow.pyfunc
 
-    model = mlflow.pyfunc.load_model("models:/xmatch@champion")
+    model = mlflow.pyfunc.load_model("models:/xmatch@champion", dst_path=str(tmp_path))  # not a new /tmp folder
     out = model.predict(registry.sample_alerts()[["ra", "dec"]])
     assert set(registry.get("xmatch").outputs) == set(out.columns)
 

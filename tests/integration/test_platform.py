@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import fastavro
@@ -96,7 +97,7 @@ def test_kafka_to_delta_to_trino(services: Settings, spark: SparkSession) -> Non
             assert got[4] == pytest.approx(want["mag"], rel=1e-6)
 
 
-def test_mlflow_register_alias_and_load(services: Settings) -> None:
+def test_mlflow_register_alias_and_load(services: Settings, tmp_path: Path) -> None:
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.pyfunc import PythonModel
@@ -122,7 +123,7 @@ def test_mlflow_register_alias_and_load(services: Settings) -> None:
     assert version == "1"  # a new registered model starts at version 1
     client.set_registered_model_alias(name, "champion", version)
     assert client.get_model_version_by_alias(name, "champion").version == version
-    loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion", dst_path=str(tmp_path))  # not a new /tmp folder
     out = loaded.predict(sample)
     assert list(out.columns) == ["flux"]
     assert out["flux"].tolist() == pytest.approx([10 ** (-0.4 * (m - 31.4)) for m in sample["mag"]])
