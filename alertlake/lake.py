@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 from alertlake.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pyarrow as pa
+    from deltalake import CommitProperties
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +78,35 @@ def append_once(
     partition_by: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> bool:
-    """Append ``table`` to Delta table ``name`` with delta-rs, at most once per (``app_id``, ``version``).
+    """Append ``table`` to Delta table ``name`` with delta-rs, at most once per (``app_id``, ``version``)
+    (:func:`commit_once`). Far cheaper than a Spark write for the small tables of a micro-batch (no job, no task).
+    """
+    from deltalake import write_deltalake
+
+    location = delta_location(settings, name)
+
+    def append(properties: CommitProperties) -> None:
+        write_deltalake(location, table, mode="append", partition_by=partition_by, commit_properties=properties)
+
+    return commit_once(settings, name, app_id, version, append, metadata)
+
+
+def commit_once(
+    settings: Settings,
+    name: str,
+    app_id: str,
+    version: int,
+    commit: Callable[[CommitProperties], None],
+    metadata: dict[str, Any] | None = None,
+) -> bool:
+    """Run ``commit`` (a delta-rs write to table ``name`` with the properties given) at most once per
+    (``app_id``, ``version``).
 
     The commit carries a Delta transaction action (the same one Spark's ``txnAppId``/``txnVersion`` writes), so a
-    re-run of an already committed version is a no-op (returns False); concurrent appends by other writers are
-    retried. Far cheaper than a Spark write for the small tables of a micro-batch (no job, no task).
+    re-run of an already committed version is a no-op (returns False); concurrent commits by other writers are
+    retried. ``metadata`` goes into the commit (``DESCRIBE HISTORY`` shows it).
     """
-    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+    from deltalake import CommitProperties, DeltaTable, Transaction
     from deltalake.exceptions import CommitFailedError
 
     location = delta_location(settings, name)
@@ -96,7 +121,7 @@ def append_once(
                 log.info("%s: %s version %d already committed", name, app_id, version)
                 return False
         try:
-            write_deltalake(location, table, mode="append", partition_by=partition_by, commit_properties=properties)
+            commit(properties)
             return True
         except CommitFailedError:
             if attempt == 4:

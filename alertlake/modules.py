@@ -48,6 +48,7 @@ from alertlake.surveys.canonical import COLUMN_NAMES, HISTORY_ENTRY
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -769,11 +770,15 @@ def model_uri(name: str, ref: str | int = "champion") -> str:
 
 def resolve(name: str, ref: str | int = "champion") -> int:
     """The version number an alias (or version) of module ``name`` points at, asked of MLflow once."""
-    client = _client()
+    return int(model_version(_client(), name, ref).version)
+
+
+def model_version(client: MlflowClient, name: str, ref: str | int) -> ModelVersion:
+    """Registered version ``ref`` (a version number, or an alias such as ``champion``) of module ``name``."""
     text = str(ref)
     if text.isdigit():
-        return int(client.get_model_version(name, text).version)
-    return int(client.get_model_version_by_alias(name, text).version)
+        return client.get_model_version(name, text)
+    return client.get_model_version_by_alias(name, text)
 
 
 def cached_model(cache_dir: Path, tracking_uri: str, name: str, version: int, run_id: str) -> Path:
@@ -815,12 +820,12 @@ def load(name: str, ref: str | int = "champion") -> LoadedModule:
     """
     import mlflow.pyfunc
 
-    version = resolve(name, ref)
+    client = _client()
+    found = model_version(client, name, ref)
+    version = int(found.version)
     uri = model_uri(name, version)
-    run_id = _client().get_model_version(name, str(version)).run_id or "norun"
-    model = mlflow.pyfunc.load_model(
-        str(cached_model(get_settings().cache_dir, require_mlflow(), name, version, run_id))
-    )
+    local = cached_model(get_settings().cache_dir, client.tracking_uri, name, version, found.run_id or "norun")
+    model = mlflow.pyfunc.load_model(str(local))
     wrapper = model.unwrap_python_model()
     module = wrapper.module
     if module is None:

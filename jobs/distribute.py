@@ -61,7 +61,7 @@ import pyarrow as pa
 
 from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, schema_key, stream_schema
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
-from alertlake.lake import append_once, delta_location, table_exists, table_uri
+from alertlake.lake import append_once, commit_once, delta_location, table_exists, table_uri
 from alertlake.settings import Settings, get_settings
 from alertlake.spark import ensure_table, start_stream, supervise, with_batch_values
 
@@ -536,43 +536,32 @@ OBJECTS_COUNTS = {
 
 def merge_objects(settings: Settings, per_object: pa.Table, app_id: str, version: int) -> bool:
     """MERGE ``per_object`` (one row per survey and object, gold.objects' columns) into gold.objects with
-    delta-rs, at most once per (``app_id``, ``version``): the commit carries that Delta transaction, as Spark's
-    ``txnAppId``/``txnVersion`` would. Returns False when that version was already merged. Module outputs new
-    to the table are added as columns (schema evolution); concurrent commits (maintenance) are retried."""
-    from deltalake import CommitProperties, DeltaTable, Transaction
-    from deltalake.exceptions import CommitFailedError
+    delta-rs, at most once per (``app_id``, ``version``) (:func:`alertlake.lake.commit_once`, the Delta transaction
+    Spark's ``txnAppId``/``txnVersion`` would write). Returns False when that version was already merged. Module
+    outputs new to the table are added as columns (schema evolution); concurrent commits (maintenance) are retried."""
+    from deltalake import CommitProperties, DeltaTable
 
-    location = delta_location(settings, OBJECTS)
     keep = {"survey", "object_id", "n_alerts", "first_mjd"}
     latest = {c: f"s.`{c}`" for c in per_object.column_names if c not in keep}
-    properties = CommitProperties(app_transactions=[Transaction(app_id=app_id, version=version)])
-    for attempt in range(5):
-        target = DeltaTable(location)
-        done = target.transaction_version(app_id)
-        if done is not None and done >= version:
-            log.info("%s: %s version %d already merged", OBJECTS, app_id, version)
-            return False
-        try:
-            (
-                target.merge(
-                    per_object,
-                    predicate=OBJECTS_KEY,
-                    source_alias="s",
-                    target_alias="t",
-                    merge_schema=True,
-                    commit_properties=properties,
-                )
-                .when_matched_update(updates={**latest, **OBJECTS_COUNTS}, predicate=OBJECTS_NEWER)
-                .when_matched_update(updates=OBJECTS_COUNTS)
-                .when_not_matched_insert_all()
-                .execute()
+
+    def merge(properties: CommitProperties) -> None:
+        (
+            DeltaTable(delta_location(settings, OBJECTS))
+            .merge(
+                per_object,
+                predicate=OBJECTS_KEY,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=properties,
             )
-            return True
-        except CommitFailedError:
-            if attempt == 4:
-                raise
-            log.info("concurrent commit on %s, retrying", OBJECTS)
-    return False
+            .when_matched_update(updates={**latest, **OBJECTS_COUNTS}, predicate=OBJECTS_NEWER)
+            .when_matched_update(updates=OBJECTS_COUNTS)
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    return commit_once(settings, OBJECTS, app_id, version, merge)
 
 
 def _quiet_avro_serializer(spark: SparkSession) -> None:

@@ -169,11 +169,7 @@ def resolve_modules(
     for cls in classes:
         ref = pins.get(cls.name, "champion")
         try:
-            mv = (
-                client.get_model_version(cls.name, ref)
-                if ref.isdigit()
-                else client.get_model_version_by_alias(cls.name, ref)
-            )
+            mv = registry.model_version(client, cls.name, ref)
         except MlflowException as exc:
             raise RuntimeError(
                 f"module {cls.name!r} has no version {ref!r} in MLflow at {uri}: register it "
