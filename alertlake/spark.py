@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from alertlake.settings import Settings
 
@@ -174,8 +174,23 @@ def start_stream(
     return writer.trigger(processingTime=interval).start()
 
 
+class Query(Protocol):
+    """What :func:`supervise` needs of a job's query: a Spark ``StreamingQuery``, or a thread shaped like one
+    (:class:`jobs.objects.ObjectsThread`)."""
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def isActive(self) -> bool: ...  # StreamingQuery's name
+
+    def exception(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
 def supervise(
-    queries: Sequence[StreamingQuery],
+    queries: Sequence[Query],
     timeout: float = 0,
     poll: float = 2.0,
     on_poll: Callable[[], None] | None = None,

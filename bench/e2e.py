@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
                 work / "pipeline.log",
             ),
             "objects": start(
-                ["-m", "jobs.distribute", "--objects-only", "--objects-interval", args.objects_interval],
+                ["-m", "jobs.objects", "--interval", args.objects_interval],
                 env,
                 work / "objects.log",
                 nice=19,
@@ -323,8 +323,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--objects-interval",
-        default="2 minutes",
-        help="pipeline mode: how often the objects process MERGEs gold.objects (the real-time DAG's default)",
+        default="30 seconds",
+        help="pipeline mode: how often the jobs.objects process MERGEs gold.objects (the real-time DAG's default)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()

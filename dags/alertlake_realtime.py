@@ -68,9 +68,9 @@ def alertlake_realtime() -> None:
         outlets=[OBJECTS],
     )
     def objects(params: dict | None = None) -> float:
-        """Keeps gold.objects current (the MERGE, every 2 minutes) in a process of its own at the lowest CPU
-        priority, beside the pipeline: under load the MERGE took 20-30 s and, in the pipeline's process, held
-        its micro-batches back. Bounded runs leave it to the pipeline task (nothing to do here)."""
+        """Keeps gold.objects current (``jobs.objects``: new silver versions MERGEd every 30 s, no Spark) in a
+        process of its own at the lowest CPU priority, beside the pipeline, so it never takes the pipeline's CPU.
+        Bounded runs leave it to the pipeline task (nothing to do here)."""
         from alertlake.jobrun import run_job
 
         params = params or {}
@@ -78,8 +78,8 @@ def alertlake_realtime() -> None:
             print("bounded run: the pipeline task MERGEs gold.objects itself after its batches")
             return 0.0
         minutes = str(int(params.get("minutes", 55)) * 60)
-        args = ["--objects-only", "--objects-interval", "2 minutes", "--trigger", "continuous", "--timeout", minutes]
-        return run_job("jobs.distribute", args, nice=19)
+        args = ["--interval", "30 seconds", "--trigger", "continuous", "--timeout", minutes]
+        return run_job("jobs.objects", args, nice=19)
 
     @task
     def filter_counts(params: dict | None = None) -> dict[str, dict[str, int]]:

@@ -12,8 +12,8 @@ bounded ``availableNow`` catch-up) goes through:
    job and batch; idempotent producer, every delivery confirmed before going on;
 4. ``gold.filter_hits``: one row per message sent (its topic, partition and offset), appended with Delta
    ``txnAppId``/``txnVersion`` = (job, batch id);
-5. ``gold.objects``: MERGE of the latest state per object (one row per survey and object), by a second query
-   over the same silver stream with its own checkpoint and a slower trigger, off the latency path.
+5. ``gold.objects`` (one row per survey and object) is kept current beside it, off the latency path, by
+   :mod:`jobs.objects` (in a thread of this process, or in a process of its own).
 
 Exactly once across a kill at any instant
 -----------------------------------------
@@ -23,7 +23,7 @@ recognise what the killed run already did:
 
 * killed after step 4 (hits recorded): the batch id is at most the job's last recorded batch in
   ``gold.filter_hits``: nothing is produced again; step 4 is a no-op by its txn version. Step 5 has its own
-  checkpoint and is idempotent per batch by its own txn version.
+  transaction in gold.objects and is idempotent by it.
 * killed during or after step 3, before step 4: some messages of the batch are in Kafka but not recorded. A
   process therefore starts (:meth:`DistributeJob.recover`, before its first batch) by reading every live topic
   from just after the last recorded offset of each partition to its end: any message there carrying this job's
@@ -61,13 +61,13 @@ import pyarrow as pa
 
 from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, schema_key, stream_schema
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
-from alertlake.lake import append_once, commit_once, delta_location, table_exists, table_uri
+from alertlake.lake import append_once, delta_location, table_exists, table_uri
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import ensure_table, start_stream, supervise, with_batch_values
+from alertlake.spark import Query, ensure_table, start_stream, supervise
+from jobs import objects
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger("alertlake.distribute")
 
@@ -99,21 +99,6 @@ FILTER_HITS_SCHEMA = pa.schema(
 
 #: Silver columns the distribution brings to the driver beside the filters' own: gold.filter_hits records them.
 HIT_COLUMNS = ("survey", "alert_id", "object_id", "kafka_timestamp", "night")
-
-#: Scalar columns of the latest alert kept per object in gold.objects (beside module outputs).
-OBJECT_LATEST = ("alert_id", "mjd", "night", "ra", "dec", "band", "mag", "mag_err", "is_positive", "quality_pass")
-
-
-def object_score_columns() -> list[str]:
-    """Module outputs kept per object in gold.objects: classifications and scores (not the light-curve features)."""
-    from alertlake import modules
-
-    return [
-        c
-        for m in modules.execution_order(list(modules.all_modules().values()))
-        if m.name != "features"
-        for c in m.outputs
-    ]
 
 
 def distributable_rows(spark: SparkSession, settings: Settings, silver: DataFrame) -> DataFrame:
@@ -155,7 +140,6 @@ class DistributeJob:
     filters: FilterSet
     app_id: str = APP_ID
     topic_suffix: str = ""
-    update_objects: bool = True
     register_tables: bool = True  # expose gold tables in Trino (off for throw-away lakes: tests)
     producer_overrides: dict[str, Any] = field(default_factory=dict)
     _producer: Any = None
@@ -167,15 +151,6 @@ class DistributeJob:
     @property
     def hits_uri(self) -> str:
         return table_uri(self.settings, FILTER_HITS)
-
-    @property
-    def objects_uri(self) -> str:
-        return table_uri(self.settings, OBJECTS)
-
-    @property
-    def objects_app_id(self) -> str:
-        """Query name, checkpoint and Delta txn app id of the gold.objects query (its own batch ids)."""
-        return f"{self.app_id}.objects"
 
     def topics(self) -> list[str]:
         """Every topic this job writes."""
@@ -191,7 +166,7 @@ class DistributeJob:
         for topic in self.topics():
             ensure_topic(self.settings, topic)
         if self.register_tables:
-            register_in_trino(self.settings, [FILTER_HITS] + ([OBJECTS] if self.update_objects else []))
+            register_in_trino(self.settings, [FILTER_HITS])
         self.recover(spark)
 
     def recover(self, spark: SparkSession) -> None:
@@ -481,88 +456,6 @@ class DistributeJob:
             )
         return found
 
-    # --- gold.objects ---------------------------------------------------------------------------------------------
-
-    def merge_objects_batch(self, batch: DataFrame, batch_id: int) -> None:
-        """foreachBatch of the objects query: the batch's distributable rows MERGEd into gold.objects."""
-        t0 = time.monotonic()
-        self._merge_objects(distributable_rows(batch.sparkSession, self.settings, batch), batch_id)
-        log.info("%s objects batch %d merged in %.1f s", self.app_id, batch_id, time.monotonic() - t0)
-
-    def _merge_objects(self, rows: DataFrame, batch_id: int) -> None:
-        """MERGE the batch's state per object into gold.objects, once per batch (Delta txn = objects app id, batch).
-
-        Spark computes the state per object of the batch (one small row per object); delta-rs MERGEs it. A Spark
-        MERGE ran about 17 Spark jobs for any batch, however small: 7-9.5 s on an idle core for 120,000 alerts, and
-        under the real-time pipeline's load 60-95 s of a niced core every 2 minutes, which slowed the pipeline's
-        micro-batches (see ``docs/data-engineer.md``)."""
-        from pyspark.sql import functions as F
-
-        spark = rows.sparkSession
-        scores = [c for c in object_score_columns() if c in rows.columns]
-        latest_cols = [c for c in (*OBJECT_LATEST, *scores) if c in rows.columns]
-        latest = F.max_by(F.struct(*latest_cols), F.struct("mjd", "alert_id"))
-        grouped = rows.groupBy("survey", "object_id").agg(
-            latest.alias("latest"),
-            F.count("*").cast("long").alias("n_alerts"),
-            F.min("mjd").alias("first_mjd"),
-            F.max("kafka_timestamp").alias("last_kafka_timestamp"),
-        )
-        per_object = with_batch_values(grouped, "updated_at timestamp", dt.datetime.now(dt.UTC)).select(
-            "survey",
-            "object_id",
-            *[F.col(f"latest.{c}").alias(f"last_{c}" if c in OBJECT_LATEST else c) for c in latest_cols],
-            "n_alerts",
-            "first_mjd",
-            "last_kafka_timestamp",
-            "updated_at",
-        )
-        if not table_exists(self.settings, OBJECTS):
-            ensure_table(spark, self.objects_uri, _arrow_of(per_object))
-            if self.register_tables:
-                register_in_trino(self.settings, [OBJECTS])
-        merge_objects(self.settings, per_object.toArrow(), self.objects_app_id, batch_id)
-
-
-#: How gold.objects takes a batch's state per object (``s``) into its row (``t``): the latest alert's columns
-#: when the batch's latest alert is newer, and the counts always.
-OBJECTS_KEY = "t.survey = s.survey AND t.object_id = s.object_id"
-OBJECTS_NEWER = "s.last_mjd > t.last_mjd OR (s.last_mjd = t.last_mjd AND s.last_alert_id > t.last_alert_id)"
-OBJECTS_COUNTS = {
-    "n_alerts": "t.n_alerts + s.n_alerts",
-    "first_mjd": "CASE WHEN t.first_mjd IS NULL OR s.first_mjd < t.first_mjd THEN s.first_mjd ELSE t.first_mjd END",
-}
-
-
-def merge_objects(settings: Settings, per_object: pa.Table, app_id: str, version: int) -> bool:
-    """MERGE ``per_object`` (one row per survey and object, gold.objects' columns) into gold.objects with
-    delta-rs, at most once per (``app_id``, ``version``) (:func:`alertlake.lake.commit_once`, the Delta transaction
-    Spark's ``txnAppId``/``txnVersion`` would write). Returns False when that version was already merged. Module
-    outputs new to the table are added as columns (schema evolution); concurrent commits (maintenance) are retried."""
-    from deltalake import CommitProperties, DeltaTable
-
-    keep = {"survey", "object_id", "n_alerts", "first_mjd"}
-    latest = {c: f"s.`{c}`" for c in per_object.column_names if c not in keep}
-
-    def merge(properties: CommitProperties) -> None:
-        (
-            DeltaTable(delta_location(settings, OBJECTS))
-            .merge(
-                per_object,
-                predicate=OBJECTS_KEY,
-                source_alias="s",
-                target_alias="t",
-                merge_schema=True,
-                commit_properties=properties,
-            )
-            .when_matched_update(updates={**latest, **OBJECTS_COUNTS}, predicate=OBJECTS_NEWER)
-            .when_matched_update(updates=OBJECTS_COUNTS)
-            .when_not_matched_insert_all()
-            .execute()
-        )
-
-    return commit_once(settings, OBJECTS, app_id, version, merge)
-
 
 def _quiet_avro_serializer(spark: SparkSession) -> None:
     """Silence Spark's warning that a non-nullable column is written with a nullable Avro type: the stream
@@ -631,12 +524,12 @@ def start(
     filters_dir: Path = FILTERS_DIR,
     register_tables: bool = True,
     objects_interval: str = "30 seconds",
-) -> tuple[list[StreamingQuery], DistributeJob]:
+) -> tuple[list[Query], DistributeJob]:
     """Start distribution (``continuous`` or ``available-now``); return its queries and its job.
 
-    Two queries read silver: the distribution itself (filters -> topics -> gold.filter_hits), on the latency
-    path, and the gold.objects MERGE, which runs on its own checkpoint every ``objects_interval`` in continuous
-    mode so a slow MERGE never delays a message. ``topic_suffix`` appends to every topic (staging and tests;
+    Two readers of silver: the distribution query itself (filters -> topics -> gold.filter_hits), on the latency
+    path, and :mod:`jobs.objects` in a thread (gold.objects every ``objects_interval`` in continuous mode, no
+    Spark), so gold.objects never delays a message. ``topic_suffix`` appends to every topic (staging and tests;
     live topics have none).
     """
     silver_uri = wait_for_silver(settings, trigger)
@@ -647,9 +540,9 @@ def start(
     job = DistributeJob(settings, filters, topic_suffix=topic_suffix, register_tables=register_tables)
     job.prepare(spark, silver.schema)
     log.info("distributing %d filters to %d topics: %s", len(job.filters), len(job.topics()), ", ".join(job.topics()))
-    queries = [
+    queries: list[Query] = [
         start_stream(settings, silver, job.app_id, job.write_batch, trigger, interval),
-        start_objects(spark, settings, trigger, objects_interval, register_tables),
+        objects.start(settings, trigger, objects_interval, register_tables),
     ]
     return queries, job
 
@@ -666,28 +559,6 @@ def wait_for_silver(settings: Settings, trigger: str) -> str:
         time.sleep(5)
         waited += 5
     return silver_uri
-
-
-def start_objects(
-    spark: SparkSession,
-    settings: Settings,
-    trigger: str = "continuous",
-    interval: str = "2 minutes",
-    register_tables: bool = True,
-) -> StreamingQuery:
-    """Only the gold.objects MERGE over silver (the query :func:`start` runs beside distribution: same name and
-    checkpoint), for a process of its own: ``--objects-only``, which the real-time DAG runs at low CPU priority
-    so that the MERGE takes idle CPU only. A batch's state per object comes to the driver for delta-rs's MERGE:
-    ``maxBytesPerTrigger`` bounds it (512 MB of silver files; a benchmark lake held 180,000 alerts in 13 MB)."""
-    silver_uri = wait_for_silver(settings, trigger)
-    job = DistributeJob(settings, FilterSet({}, {}), register_tables=register_tables)
-    silver = (
-        spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", "1000")
-        .option("maxBytesPerTrigger", "512m")
-        .load(silver_uri)
-    )
-    return start_stream(settings, silver, job.objects_app_id, job.merge_objects_batch, trigger, interval)
 
 
 def replay_filter(
@@ -720,7 +591,7 @@ def replay_filter(
     if filter_name not in filters.filters:
         raise ValueError(f"cannot replay filter {filter_name!r}: {filters.rejected.get(filter_name, 'not found')}")
     app_id = f"replay-{filter_name}-{suffix}"
-    job = DistributeJob(settings, filters, app_id=app_id, topic_suffix=f".replay-{suffix}", update_objects=False)
+    job = DistributeJob(settings, filters, app_id=app_id, topic_suffix=f".replay-{suffix}")
     job.prepare(spark, silver.schema)
     job.write_batch(silver.where(F.col("night").isin(nights)), 0)
     return {"filter": filter_name, "nights": nights, "topics": job.topics(), "sent": dict(job.counts), "app_id": app_id}
@@ -776,11 +647,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects-interval", default="30 seconds", help="continuous: how often gold.objects is MERGEd")
     parser.add_argument("--timeout", type=float, default=0, help="continuous: stop after this many seconds")
     parser.add_argument(
-        "--objects-only",
-        action="store_true",
-        help="only keep gold.objects current (the MERGE query), e.g. beside jobs.pipeline --no-objects",
-    )
-    parser.add_argument(
         "--topic-suffix",
         default=os.environ.get("ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX", ""),
         help="append to every topic (staging, tests; env ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX); live: none",
@@ -797,32 +663,18 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     from alertlake.spark import build_spark
 
-    if args.objects_only:
-        if settings.spark_master.startswith("local"):
-            # One core: the MERGE is small, and beside the real-time pipeline a MERGE on both cores (even at the
-            # lowest CPU priority) held its micro-batches back: p95 latency 18.1 s against 15.4 s with local[1]
-            # (bench/e2e.py, 1,000 alerts/s for 5 minutes).
-            settings = settings.model_copy(update={"spark_master": "local[1]"})
-        # The JIT's quick compiler only: a batch every few minutes never pays back C2's compilations, which
-        # compete with the pipeline for the cores.
-        options = f"{settings.spark_java_options} -XX:TieredStopAtLevel=1".strip()
-        settings = settings.model_copy(update={"spark_java_options": options})
-        spark = build_spark(settings, "alertlake-objects")
-        queries = [start_objects(spark, settings, args.trigger, args.objects_interval, not args.no_trino)]
-        job = DistributeJob(settings, FilterSet({}, {}))
-    else:
-        spark = build_spark(settings, "alertlake-distribute")
-        queries, job = start(
-            spark,
-            settings,
-            args.trigger,
-            args.interval,
-            max_files=args.max_files,
-            topic_suffix=args.topic_suffix,
-            filters_dir=args.filters_dir,
-            register_tables=not args.no_trino,
-            objects_interval=args.objects_interval,
-        )
+    spark = build_spark(settings, "alertlake-distribute")
+    queries, job = start(
+        spark,
+        settings,
+        args.trigger,
+        args.interval,
+        max_files=args.max_files,
+        topic_suffix=args.topic_suffix,
+        filters_dir=args.filters_dir,
+        register_tables=not args.no_trino,
+        objects_interval=args.objects_interval,
+    )
     errors = supervise(queries, args.timeout)
     log.info("sent per filter: %s", dict(job.counts))
     for error in errors:

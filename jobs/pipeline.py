@@ -16,10 +16,9 @@ other, in one Spark application:
    filter streams wait for none of these writes. With them first, an alert's latency under load (1,000
    alerts/s, ``bench/e2e.py``, 2-minute runs side by side) went from p50 14.2 s, p95 19.1 s to 9.3 s, 14.9 s.
 
-``gold.objects`` is MERGEd by a second query over silver, the one :mod:`jobs.distribute` runs (same name and
-checkpoint), every ``--objects-interval``, off the latency path: in this process, or (``--no-objects``) in a
-``jobs.distribute --objects-only`` process of its own at low CPU priority, which is how the real-time DAG runs
-it. Under load the MERGE took 20-30 s every 2 minutes, and in the same process it held micro-batches back.
+``gold.objects`` is kept current from silver by :mod:`jobs.objects` (delta-rs and pyarrow, no Spark) every
+``--objects-interval``, off the latency path: in a thread of this process, or (``--no-objects``) in a
+``python -m jobs.objects`` process of its own at low CPU priority, which is how the real-time DAG runs it.
 
 Exactly once across a kill: each stage keeps its own guarantee, keyed by the micro-batch id, which Spark
 replays unchanged after a restart. Bronze skips messages already in the lake, silver skips alerts already there,
@@ -52,8 +51,9 @@ from alertlake.filters import FILTERS_DIR, load_filters
 from alertlake.lake import table_uri
 from alertlake.quality import PASSED
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import start_stream, supervise
+from alertlake.spark import Query, start_stream, supervise
 from jobs import distribute, enrich, ingest
+from jobs import objects as objects_job
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -172,7 +172,7 @@ def run(
     surveys: Sequence[str] = SURVEYS,
     trigger: str = "continuous",
     interval: str = "1 second",
-    objects_interval: str = "2 minutes",
+    objects_interval: str = "30 seconds",
     objects: bool = True,
     max_offsets: int = 20000,
     timeout: float = 0,
@@ -182,8 +182,8 @@ def run(
 ) -> dict[str, Any]:
     """Run the pipeline of ``surveys`` until stopped (or ``timeout`` seconds, or caught up when bounded).
 
-    ``objects``: also keep gold.objects current in this process; off when ``jobs.distribute --objects-only``
-    runs beside it at low CPU priority (the real-time DAG), so the MERGE never slows a micro-batch."""
+    ``objects``: also keep gold.objects current in this process (a thread); off when ``jobs.objects`` runs
+    beside it at low CPU priority (the real-time DAG), so that it never takes the pipeline's CPU."""
     settings = settings or get_settings()
     refs = enrich.resolve_modules(settings)  # an unreachable MLflow fails here, before Spark starts
     if spark is None:
@@ -194,12 +194,12 @@ def run(
         start(spark, settings, s, refs, trigger, interval, max_offsets, topic_suffix, register_tables=register_tables)
         for s in surveys
     ]
-    queries = [q for q, _ in started]
     if trigger == "available-now":
-        for query in queries:  # objects after the alerts of this run are in silver
+        for query, _ in started:  # objects after the alerts of this run are in silver
             query.awaitTermination()
+    queries: list[Query] = [q for q, _ in started]
     if objects:
-        queries.append(distribute.start_objects(spark, settings, trigger, objects_interval, register_tables))
+        queries.append(objects_job.start(settings, trigger, objects_interval, register_tables))
     failures = supervise(queries, timeout)
     if failures:
         raise RuntimeError("pipeline failed: " + "; ".join(failures))
@@ -219,12 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--survey", action="append", choices=SURVEYS, help="survey(s); default all")
     parser.add_argument("--trigger", choices=["continuous", "available-now"], default="continuous")
     parser.add_argument("--interval", default="1 second", help="processing-time trigger of continuous mode")
-    parser.add_argument("--objects-interval", default="2 minutes", help="how often gold.objects is MERGEd")
+    parser.add_argument("--objects-interval", default="30 seconds", help="how often gold.objects is MERGEd")
     parser.add_argument("--max-offsets", type=int, default=20000, help="messages per micro-batch at most")
     parser.add_argument(
         "--no-objects",
         action="store_true",
-        help="leave gold.objects to a jobs.distribute --objects-only process (run at low CPU priority)",
+        help="leave gold.objects to a jobs.objects process (run at low CPU priority)",
     )
     parser.add_argument("--timeout", type=float, default=0, help="continuous: stop after this many seconds")
     parser.add_argument(

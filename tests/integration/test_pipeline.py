@@ -179,7 +179,7 @@ def test_pipeline_end_to_end_and_killed_twice(
     # gold.objects is left to its own process (the real-time DAG runs it at low CPU priority).
     assert not (Path(settings.lake_root) / "gold" / "objects").exists()
     objects = subprocess.run(
-        [sys.executable, "-m", "jobs.distribute", "--objects-only", "--trigger", "available-now", "--no-trino"],
+        [sys.executable, "-m", "jobs.objects", "--trigger", "available-now", "--no-trino"],
         cwd=REPO_ROOT,
         env={**os.environ, "ALERTLAKE_LAKE_ROOT": settings.lake_root, "ALERTLAKE_TRINO_URL": settings.trino_url},
         capture_output=True,
