@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from alertlake.settings import Settings
 
+log = logging.getLogger("alertlake.spark")
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -170,8 +172,11 @@ def start_stream(
     writer = frame.writeStream.queryName(name).foreachBatch(batch_fn)
     writer = writer.option("checkpointLocation", checkpoint_uri(settings, name))
     if trigger == "available-now":
-        return writer.trigger(availableNow=True).start()
-    return writer.trigger(processingTime=interval).start()
+        query = writer.trigger(availableNow=True).start()
+    else:
+        query = writer.trigger(processingTime=interval).start()
+    log.info("streaming query %s started (%s)", name, trigger)  # bench/e2e.py waits for this line
+    return query
 
 
 class Query(Protocol):

@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -93,6 +94,29 @@ def start(args: list[str], env: dict[str, str], log: Path, nice: int = 0) -> sub
         stderr=subprocess.STDOUT,
         preexec_fn=(lambda: os.nice(nice)) if nice else None,
     )
+
+
+#: What ``alertlake.spark.start_stream`` logs once a job's streaming query has started (its warm-up done).
+STARTED = re.compile(rb"alertlake\.spark: streaming query \S+ started")
+
+
+def wait_until_started(jobs: dict[str, subprocess.Popen[bytes]], work: Path, timeout: float) -> bool:
+    """Wait until every Spark job has started its streaming queries (after its warm-up), so the load meets
+    running jobs, not starting ones; False (with the reason printed) if a job exited or ``timeout`` passed."""
+    deadline = time.monotonic() + timeout
+    spark_jobs = [name for name in jobs if name != "objects"]  # jobs.objects has no Spark query
+    while True:
+        for name, proc in jobs.items():
+            if proc.poll() is not None:
+                print(f"{name} exited early (code {proc.returncode}); see {work / (name + '.log')}")
+                return False
+        waiting = [n for n in spark_jobs if not STARTED.search((work / f"{n}.log").read_bytes())]
+        if not waiting:
+            return True
+        if time.monotonic() > deadline:
+            print(f"{', '.join(waiting)}: no streaming query started within {timeout:.0f} s; see their logs")
+            return False
+        time.sleep(2)
 
 
 def wait_for_reader(settings: Settings, topics: list[str], read: dict[tuple[str, int], int], timeout: float) -> bool:
@@ -178,7 +202,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
     per_topic: dict[str, int] = {}
     read: dict[tuple[str, int], int] = {}  # last offset read per (topic, partition)
     seen: set[tuple[str, int, int]] = set()  # a group rebalance may deliver a message twice: count it once
-    send_start = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.warmup)
+    send_start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)  # set when the load starts; nothing counts before
 
     def read_topics() -> None:
         options = ConsumeOptions(topics=topics, group_id=f"bench-e2e-{run_id}", max_seconds=None)
@@ -204,14 +228,13 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
     memory.start()
     service_cpu.start()
     threading.Thread(target=read_topics, daemon=True).start()
-    print(f"benchmark {run_id}: jobs starting, lake {work / 'lake'}; sending at {send_start:%H:%M:%S} UTC")
-    time.sleep(args.warmup)
-    for name, proc in jobs.items():
-        if proc.poll() is not None:
-            print(f"{name} exited early (code {proc.returncode}); see {work / (name + '.log')}")
-            for other in jobs.values():
-                other.terminate()
-            return None
+    print(f"benchmark {run_id}: jobs starting, lake {work / 'lake'}")
+    if not wait_until_started(jobs, work, args.warmup):
+        for proc in jobs.values():
+            proc.terminate()
+        return None
+    send_start = dt.datetime.now(dt.UTC)
+    print(f"benchmark {run_id}: streaming queries started; sending from {send_start:%H:%M:%S} UTC")
     expected = int(args.rate * args.minutes * 60)
     simulate = [
         sys.executable,
@@ -311,7 +334,13 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="how long to send")
     parser.add_argument("--night", default="2026-01-05", help="observing night the alerts are moved onto")
     parser.add_argument("--keep-cutouts", action="store_true", help="send the image stamps too")
-    parser.add_argument("--warmup", type=float, default=90.0, help="seconds to let the jobs start before sending")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=900.0,
+        help="at most this many seconds for the jobs to start their streaming queries (warm-up included); the load "
+        "starts once they have",
+    )
     parser.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the tail after sending")
     parser.add_argument(
         "--mode",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -65,8 +66,10 @@ MAX_VERSIONS = 200
 REBUILD_CHUNK_ROWS = 500_000
 
 
+@functools.cache
 def object_score_columns() -> list[str]:
-    """Module outputs kept per object in gold.objects: classifications and scores (not the light-curve features)."""
+    """Module outputs kept per object in gold.objects: classifications and scores (not the light-curve features).
+    Found once per process: it imports every module's code."""
     from alertlake import modules
 
     return [
