@@ -409,13 +409,18 @@ def sample_alerts() -> pd.DataFrame:
 @cache
 def _sample_canonical() -> pd.DataFrame:
     from alertlake.surveys import get_survey
-    from alertlake.surveys.samples import sample_messages
+    from alertlake.surveys.samples import sample_messages, shared_data_dir
 
     rows: list[dict[str, Any]] = []
     for survey in ("ztf", "lsst"):
         impl = get_survey(survey)
         for message in sample_messages(survey, real_only=True):
             rows.extend(row for _, row in impl.read(message.message))
+    if not rows:
+        raise FileNotFoundError(
+            f"no sample alert found in {shared_data_dir()}: the shared data folder (ALERTLAKE_SHARED_DATA, by default "
+            "<repo>/../shared/data) is missing or empty"
+        )
     frame = pd.DataFrame(rows).drop_duplicates("alert_id", ignore_index=True)
     return frame
 

@@ -170,6 +170,8 @@ def test_distribute_sends_each_selected_alert_once_readable_by_fink_client(
     sn = objects.set_index("object_id").loc["ZTF18abxhyqv"]
     assert (frame["object_id"] == "ZTF18abxhyqv").sum() == 4
     assert sn["n_alerts"] == 4 and sn["last_alert_id"] == 885458643115015010  # its latest alert (2019-06-04)
+    # jobs.objects reads what Spark appended to silver from the Delta log exactly as the snapshot holds it.
+    assert_log_reads_like_snapshot(settings)
 
     # fink-client, unchanged, in its own virtualenv: reads the same alerts with the schema from the key.
     if not (FINK_VENV / "bin" / "python").exists():
@@ -215,6 +217,26 @@ def test_distribute_sends_each_selected_alert_once_readable_by_fink_client(
 
 
 @pytest.mark.parametrize("how", ["sigkill-mid-stream", "killed-after-send-before-record"])
+def assert_log_reads_like_snapshot(settings: Settings) -> None:
+    """The rows jobs.objects reads from silver's Delta log (Spark's Parquet files, partition values from the log)
+    equal the snapshot's, types and timestamps included."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from alertlake.lake import delta_location
+    from jobs.objects import SILVER, read_columns, read_commits, read_files
+
+    silver = DeltaTable(delta_location(settings, SILVER))
+    schema = pa.schema(silver.schema().to_arrow())
+    wanted = pa.schema([schema.field(c) for c in read_columns(schema.names)])
+    commits = read_commits(settings, -1, silver.version())
+    appended = read_files(settings, [c for c in commits if c.skipped is None], wanted)
+    snapshot = pa.table(silver.to_pyarrow_table(columns=wanted.names)).cast(wanted)
+    order = [("survey", "ascending"), ("alert_id", "ascending")]
+    assert appended.num_rows == snapshot.num_rows > 0
+    assert appended.sort_by(order).equals(snapshot.sort_by(order))
+
+
 def test_kill_and_restart_neither_loses_nor_duplicates(
     spark: SparkSession, services: Settings, tmp_path: Path, suffix: str, how: str
 ) -> None:

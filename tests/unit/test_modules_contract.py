@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -129,3 +131,16 @@ def test_output_ddl_and_uris() -> None:
 def test_mlflow_unreachable_fails_fast_naming_the_url() -> None:
     with pytest.raises(registry.MlflowUnreachable, match=r"http://127\.0\.0\.1:9/"):
         registry.require_mlflow("http://127.0.0.1:9/", timeout=0.5)
+
+
+def test_sample_alerts_without_shared_data_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout without ../shared/data gets an error naming the folder, not a KeyError deep in a module."""
+    from alertlake.modules import _sample_canonical, sample_alerts
+
+    monkeypatch.setenv("ALERTLAKE_SHARED_DATA", str(tmp_path))
+    _sample_canonical.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match=r"no sample alert found in .*ALERTLAKE_SHARED_DATA"):
+            sample_alerts()
+    finally:
+        _sample_canonical.cache_clear()
