@@ -351,9 +351,9 @@ def step(settings: Settings, max_versions: int = MAX_VERSIONS, rebuild_now: bool
         return None
     silver = DeltaTable(delta_location(settings, SILVER))
     head = silver.version()
-    existed = table_exists(settings, OBJECTS)
     done = merged_version(settings)
     if rebuild_now or done is None:
+        existed = table_exists(settings, OBJECTS)
         why = "asked for" if rebuild_now else ("new table" if not existed else f"no '{APP_ID}' transaction in it")
         return rebuild(settings, silver, why, existed, t0)
     if done >= head:
@@ -366,7 +366,7 @@ def step(settings: Settings, max_versions: int = MAX_VERSIONS, rebuild_now: bool
         rows = read_files(settings, [c for c in commits if c.skipped is None], wanted)
     except LogGone as exc:
         log.warning("%s; rebuilding %s from silver's snapshot", exc, OBJECTS)
-        return rebuild(settings, silver, str(exc), existed, t0)
+        return rebuild(settings, silver, str(exc), True, t0)  # merged_version found the table
     skipped = [f"{c.version}: {c.skipped}" for c in commits if c.skipped]
     for line in skipped:
         log.info("silver version %s: skipped", line)
