@@ -603,7 +603,7 @@ _registered: set[tuple[str, str]] = set()
 def _register_in_trino(settings: Settings, name: str) -> None:
     # Best effort: a Trino that is down only delays serving (the platform DAG registers every table later).
     key = (settings.lake_uri, name)
-    if key in _registered or not settings.lake_is_local:
+    if key in _registered or not settings.lake_is_local or not settings.trino_register:
         return
     _registered.add(key)  # one attempt per process and table: the platform DAG catches up later
     from alertlake import trino

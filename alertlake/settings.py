@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     # JVM options of Spark's driver and executors. The parallel (throughput) collector: ingesting 200,000
     # alerts ran at 2,337 and 2,409 alerts/s with it against 2,154 and 2,059 with the default G1, side by side.
     spark_java_options: str = "-XX:+UseParallelGC"
+    # Tasks Delta splits its log replay into (``spark.databricks.delta.snapshotPartitions``, Delta's default 50,
+    # sized for clusters). Every commit with a transaction id (each bronze and silver micro-batch) replays the
+    # log: on 2 cores, 50 tasks made a 2,000-row append to a partitioned table take 5.8 s (median of 25), 2 tasks
+    # 1.9 s, 4 tasks 2.5 s (bench: 30 appends side by side, same machine). Raise it with the cluster's cores.
+    spark_delta_snapshot_partitions: int = 2
+    # Tasks of Spark's parallel file listing (``spark.sql.sources.parallelPartitionDiscovery.parallelism``,
+    # default 10,000), which VACUUM uses: 10,000 tasks took 63 s to VACUUM a 40-row table here, 4 tasks 7 s.
+    spark_listing_parallelism: int = 4
     # Sample alerts an ingestion job runs through its batch path (into a temporary Delta table, see
     # jobs.ingest.warm_up) before its stream starts, so the first real micro-batches do not pay JIT
     # compilation; 0 turns the warm-up off.
@@ -79,6 +87,10 @@ class Settings(BaseSettings):
     trino_ca_file: Path | None = None
     trino_catalog: str = "lake"
     trino_heap: str = "3G"
+    # Jobs register the lake tables they create in Trino's catalog when Trino answers. False for throw-away lakes
+    # (tests, benchmarks, staging runs: ``--no-trino``), which must never appear in the shared catalog; the
+    # platform DAG's sync registers the tables of the configured lake either way.
+    trino_register: bool = True
 
     # MLflow tracking server and model registry.
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"

@@ -75,6 +75,8 @@ def build_spark(settings: Settings, app_name: str = "alertlake", conf: dict[str,
         .config("spark.driver.extraJavaOptions", settings.spark_java_options)
         .config("spark.executor.extraJavaOptions", settings.spark_java_options)
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.databricks.delta.snapshotPartitions", str(settings.spark_delta_snapshot_partitions))
+        .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(settings.spark_listing_parallelism))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
         **os.environ,
         "ALERTLAKE_TOPIC_PREFIX": prefix,
         "ALERTLAKE_LAKE_ROOT": str(work / "lake"),
-        "ALERTLAKE_DISTRIBUTE_NO_TRINO": "1",
+        "ALERTLAKE_TRINO_REGISTER": "false",
         "ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX": suffix,
     }
     settings = Settings(lake_root=str(work / "lake"), topic_prefix=prefix)

@@ -162,7 +162,7 @@ def time_job(alerts: pd.DataFrame) -> dict[str, Any]:
     from jobs.ingest import bronze_schema
 
     lake = get_settings().model_copy(
-        update={"lake_root": tempfile.mkdtemp(prefix="alertlake-bench-enrich-"), "trino_url": "http://127.0.0.1:9"}
+        update={"lake_root": tempfile.mkdtemp(prefix="alertlake-bench-enrich-"), "trino_register": False}
     )
     canonical = pa.Table.from_pandas(alerts[list(SCHEMA.names)], schema=SCHEMA, preserve_index=False)
     stamp = pa.array([dt.datetime.now(dt.UTC)] * len(alerts), pa.timestamp("us", tz="UTC"))

@@ -65,7 +65,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="alertlake-bench-quality-"))
     settings = Settings().model_copy(
-        update={"lake_root": str(tmp / "lake"), "state_dir": tmp / "state", "trino_url": "http://127.0.0.1:9"}
+        update={"lake_root": str(tmp / "lake"), "state_dir": tmp / "state", "trino_register": False}
     )
     load_start = os.getloadavg()
     spark = build_spark(settings, "alertlake-bench-quality", {"spark.ui.enabled": "false"})

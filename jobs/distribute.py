@@ -140,7 +140,6 @@ class DistributeJob:
     filters: FilterSet
     app_id: str = APP_ID
     topic_suffix: str = ""
-    register_tables: bool = True  # expose gold tables in Trino (off for throw-away lakes: tests)
     producer_overrides: dict[str, Any] = field(default_factory=dict)
     _producer: Any = None
     _recorded_batch: int = -1
@@ -165,8 +164,7 @@ class DistributeJob:
             self.filters = check_sql_with_spark(spark, self.filters, silver_schema)
         for topic in self.topics():
             ensure_topic(self.settings, topic)
-        if self.register_tables:
-            register_in_trino(self.settings, [FILTER_HITS])
+        register_in_trino(self.settings, [FILTER_HITS])
         self.recover(spark)
 
     def recover(self, spark: SparkSession) -> None:
@@ -522,7 +520,6 @@ def start(
     max_files: int = 50,
     topic_suffix: str = "",
     filters_dir: Path = FILTERS_DIR,
-    register_tables: bool = True,
     objects_interval: str = "30 seconds",
 ) -> tuple[list[Query], DistributeJob]:
     """Start distribution (``continuous`` or ``available-now``); return its queries and its job.
@@ -537,12 +534,12 @@ def start(
     filters = filters if filters is not None else load_filters(filters_dir, columns=silver.columns)
     for name, reason in filters.rejected.items():
         log.error("filter %s not distributed: %s", name, reason)
-    job = DistributeJob(settings, filters, topic_suffix=topic_suffix, register_tables=register_tables)
+    job = DistributeJob(settings, filters, topic_suffix=topic_suffix)
     job.prepare(spark, silver.schema)
     log.info("distributing %d filters to %d topics: %s", len(job.filters), len(job.topics()), ", ".join(job.topics()))
     queries: list[Query] = [
         start_stream(settings, silver, job.app_id, job.write_batch, trigger, interval),
-        objects.start(settings, trigger, objects_interval, register_tables),
+        objects.start(settings, trigger, objects_interval),
     ]
     return queries, job
 
@@ -655,12 +652,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-trino",
         action="store_true",
-        default=bool(os.environ.get("ALERTLAKE_DISTRIBUTE_NO_TRINO")),
-        help="do not register gold tables in Trino (throw-away lakes; env ALERTLAKE_DISTRIBUTE_NO_TRINO)",
+        help="register no table in Trino: a throw-away lake (env ALERTLAKE_TRINO_REGISTER=false)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    if args.no_trino:
+        settings = settings.model_copy(update={"trino_register": False})
     from alertlake.spark import build_spark
 
     spark = build_spark(settings, "alertlake-distribute")
@@ -672,7 +670,6 @@ def main(argv: list[str] | None = None) -> int:
         max_files=args.max_files,
         topic_suffix=args.topic_suffix,
         filters_dir=args.filters_dir,
-        register_tables=not args.no_trino,
         objects_interval=args.objects_interval,
     )
     errors = supervise(queries, args.timeout)

@@ -585,6 +585,8 @@ def register_in_trino(settings: Settings, names: list[str]) -> None:
     from alertlake import trino
     from alertlake.health import trino_ok
 
+    if not settings.trino_register:
+        return
     if not settings.lake_is_local or not trino_ok(settings):
         log.warning("Trino not reachable at %s: tables will be registered by the platform DAG", settings.trino_url)
         return

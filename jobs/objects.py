@@ -35,7 +35,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -433,7 +432,6 @@ def keep_current(
     interval: float = 30.0,
     bounded: bool = False,
     timeout: float = 0,
-    register_tables: bool = True,
     halt: threading.Event | None = None,
     rebuild_first: bool = False,
 ) -> list[Step]:
@@ -466,7 +464,7 @@ def keep_current(
                 done.objects,
                 done.seconds,
             )
-        if done.created and register_tables:
+        if done.created:
             from jobs.ingest import register_in_trino
 
             register_in_trino(settings, [OBJECTS])
@@ -482,9 +480,9 @@ class ObjectsThread(threading.Thread):
     """:func:`keep_current` in a thread of a Spark job, shaped like a ``StreamingQuery`` for
     :func:`alertlake.spark.supervise` (``name``, ``isActive``, ``exception()``, ``stop()``)."""
 
-    def __init__(self, settings: Settings, interval: float, bounded: bool, register_tables: bool) -> None:
+    def __init__(self, settings: Settings, interval: float, bounded: bool) -> None:
         super().__init__(name=f"{OBJECTS} ({APP_ID})", daemon=True)
-        self._args = (settings, interval, bounded, 0, register_tables)
+        self._args = (settings, interval, bounded)
         self._halt = threading.Event()
         self._error: BaseException | None = None
 
@@ -507,9 +505,9 @@ class ObjectsThread(threading.Thread):
         self.join(timeout=120)
 
 
-def start(settings: Settings, trigger: str, interval: str, register_tables: bool = True) -> ObjectsThread:
+def start(settings: Settings, trigger: str, interval: str) -> ObjectsThread:
     """Keep gold.objects current in a thread of the calling job (``trigger`` ``continuous`` or ``available-now``)."""
-    thread = ObjectsThread(settings, parse_interval(interval), trigger == "available-now", register_tables)
+    thread = ObjectsThread(settings, parse_interval(interval), trigger == "available-now")
     thread.start()
     return thread
 
@@ -524,19 +522,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-trino",
         action="store_true",
-        default=False,
-        help="do not register gold.objects in Trino (throw-away lakes)",
+        help="do not register gold.objects in Trino: a throw-away lake (env ALERTLAKE_TRINO_REGISTER=false)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    register = not (args.no_trino or os.environ.get("ALERTLAKE_DISTRIBUTE_NO_TRINO"))
+    settings = get_settings()
+    if args.no_trino:
+        settings = settings.model_copy(update={"trino_register": False})
     try:
         steps = keep_current(
-            get_settings(),
+            settings,
             parse_interval(args.interval),
             bounded=args.trigger == "available-now",
             timeout=args.timeout,
-            register_tables=register,
             rebuild_first=args.rebuild,
         )
     except (RuntimeError, ValueError) as exc:

@@ -135,7 +135,6 @@ def start(
     max_offsets: int = 20000,
     topic_suffix: str = "",
     filters_dir: Path = FILTERS_DIR,
-    register_tables: bool = True,
 ) -> tuple[StreamingQuery, PipelineJob]:
     """Start ``survey``'s pipeline query (Kafka source, as :func:`jobs.ingest.start`); return it and its job."""
     from alertlake.kafka import survey_topic
@@ -148,9 +147,7 @@ def start(
     filters = load_filters(filters_dir, columns=silver.columns)
     for flt, reason in filters.rejected.items():
         log.error("filter %s not distributed: %s", flt, reason)
-    distribute_job = distribute.DistributeJob(
-        settings, filters, app_id=name, topic_suffix=topic_suffix, register_tables=register_tables
-    )
+    distribute_job = distribute.DistributeJob(settings, filters, app_id=name, topic_suffix=topic_suffix)
     distribute_job.prepare(spark, silver.schema)
     ingest_job.prepare(spark)
     ingest.warm_up(
@@ -177,7 +174,6 @@ def run(
     max_offsets: int = 20000,
     timeout: float = 0,
     topic_suffix: str = "",
-    register_tables: bool = True,
     spark: SparkSession | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline of ``surveys`` until stopped (or ``timeout`` seconds, or caught up when bounded).
@@ -190,16 +186,13 @@ def run(
         from alertlake.spark import build_spark
 
         spark = build_spark(settings, "alertlake-pipeline")
-    started = [
-        start(spark, settings, s, refs, trigger, interval, max_offsets, topic_suffix, register_tables=register_tables)
-        for s in surveys
-    ]
+    started = [start(spark, settings, s, refs, trigger, interval, max_offsets, topic_suffix) for s in surveys]
     if trigger == "available-now":
         for query, _ in started:  # objects after the alerts of this run are in silver
             query.awaitTermination()
     queries: list[Query] = [q for q, _ in started]
     if objects:
-        queries.append(objects_job.start(settings, trigger, objects_interval, register_tables))
+        queries.append(objects_job.start(settings, trigger, objects_interval))
     failures = supervise(queries, timeout)
     if failures:
         raise RuntimeError("pipeline failed: " + "; ".join(failures))
@@ -235,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-trino",
         action="store_true",
-        default=bool(os.environ.get("ALERTLAKE_DISTRIBUTE_NO_TRINO")),
-        help="do not register gold tables in Trino (throw-away lakes; env ALERTLAKE_DISTRIBUTE_NO_TRINO)",
+        help="register no table in Trino: a throw-away lake (env ALERTLAKE_TRINO_REGISTER=false)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -250,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             max_offsets=args.max_offsets,
             timeout=args.timeout,
             topic_suffix=args.topic_suffix,
-            register_tables=not args.no_trino,
+            settings=get_settings().model_copy(update={"trino_register": False}) if args.no_trino else None,
         )
     except (RuntimeError, ValueError) as exc:
         log.error("%s", exc)

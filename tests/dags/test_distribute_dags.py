@@ -43,9 +43,8 @@ def test_distribute_dag_runs_and_counts_per_filter(services: Settings, tmp_path:
     suffix = f".test-{uuid.uuid4().hex[:8]}"
     env = {
         "ALERTLAKE_LAKE_ROOT": settings.lake_root,
-        "ALERTLAKE_TRINO_URL": settings.trino_url,
         "ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX": suffix,
-        "ALERTLAKE_DISTRIBUTE_NO_TRINO": "1",
+        "ALERTLAKE_TRINO_REGISTER": "false",
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -47,7 +47,7 @@ def private_lake(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
     from alertlake.settings import get_settings
 
     monkeypatch.setenv("ALERTLAKE_LAKE_ROOT", str(tmp_path / "lake"))
-    monkeypatch.setenv("ALERTLAKE_TRINO_URL", "http://127.0.0.1:9")  # keep temp tables out of Trino
+    monkeypatch.setenv("ALERTLAKE_TRINO_REGISTER", "false")  # keep temp tables out of Trino
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

@@ -47,9 +47,8 @@ def test_realtime_dag_runs_the_pipeline_and_counts_per_filter(services: Settings
     env = {
         "ALERTLAKE_LAKE_ROOT": settings.lake_root,
         "ALERTLAKE_TOPIC_PREFIX": prefix,
-        "ALERTLAKE_TRINO_URL": "http://127.0.0.1:9",
         "ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX": suffix,
-        "ALERTLAKE_DISTRIBUTE_NO_TRINO": "1",
+        "ALERTLAKE_TRINO_REGISTER": "false",
         "ALERTLAKE_INGEST_WARM_UP_ALERTS": "0",
     }
     old = {k: os.environ.get(k) for k in env}

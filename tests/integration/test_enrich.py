@@ -70,7 +70,7 @@ def silver(spark: SparkSession, lake: Settings, version: int | None = None) -> p
 @pytest.fixture(scope="module")
 def lake(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return services.model_copy(
-        update={"lake_root": str(tmp_path_factory.mktemp("enrich-lake")), "trino_url": "http://127.0.0.1:9"}
+        update={"lake_root": str(tmp_path_factory.mktemp("enrich-lake")), "trino_register": False}
     )
 
 

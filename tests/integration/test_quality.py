@@ -29,7 +29,7 @@ def lake(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settin
     """Settings of a private lake and state folder."""
     root = tmp_path_factory.mktemp("quality")
     return services.model_copy(
-        update={"lake_root": str(root / "lake"), "state_dir": root / "state", "trino_url": "http://127.0.0.1:9"}
+        update={"lake_root": str(root / "lake"), "state_dir": root / "state", "trino_register": False}
     )
 
 

@@ -291,12 +291,12 @@ def test_objects_thread_follows_silver_until_stopped(tmp_path: Path) -> None:
 
     from jobs.objects import keep_current, start
 
-    settings = Settings(lake_root=str(tmp_path))
+    settings = Settings(lake_root=str(tmp_path), trino_register=False)  # a throw-away lake
     with pytest.raises(RuntimeError, match=r"silver\.alerts does not exist yet"):
-        keep_current(settings, bounded=True, register_tables=False)
+        keep_current(settings, bounded=True)
     gate(tmp_path, b1="passed")
     append(tmp_path, [alert("a", 1, 60010.0, "b1")])
-    thread = start(settings, "continuous", "200 ms", register_tables=False)
+    thread = start(settings, "continuous", "200 ms")
 
     def n_alerts() -> int | None:
         location = tmp_path / "gold" / "objects"
