@@ -29,6 +29,9 @@ def test_ingest_dag_catches_up_and_reconciles(
     prefix = f"dagtest-{uuid.uuid4().hex[:8]}-"
     monkeypatch.setenv("ALERTLAKE_TOPIC_PREFIX", prefix)
     monkeypatch.setenv("ALERTLAKE_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("ALERTLAKE_INGEST_WARM_UP_ALERTS", "0")  # the DAG is under test, not the first batch's speed
+    # The throw-away lake stays out of the shared catalog (it re-pointed lake.bronze.* at this test's folder).
+    monkeypatch.setenv("ALERTLAKE_TRINO_REGISTER", "false")
     settings = Settings()
     sent = {s: simulate(settings, s, loops=1, night="2026-11-24", bad=True) for s in ("ztf", "lsst")}
 
