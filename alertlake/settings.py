@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # JVM options of Spark's driver and executors. The parallel (throughput) collector: ingesting 200,000
     # alerts ran at 2,337 and 2,409 alerts/s with it against 2,154 and 2,059 with the default G1, side by side.
     spark_java_options: str = "-XX:+UseParallelGC"
+    # Start the driver JVM from a class-data-sharing archive of Spark's classes (built once by `make install`
+    # into <cache_dir>/spark-cds, for this JDK and jar set; ignored when absent). A session then started in
+    # 8.4-11.5 s instead of 16.0-18.2 s on a slow 2-core machine, and its first Delta write and read took 16-19 s
+    # instead of 23-26 s (alternating runs with and without).
+    spark_class_archive: bool = True
     # Tasks Delta splits its log replay into (``spark.databricks.delta.snapshotPartitions``, Delta's default 50,
     # sized for clusters). Every commit with a transaction id (each bronze and silver micro-batch) replays the
     # log: on 2 cores, 50 tasks made a 2,000-row append to a partitioned table take 5.8 s (median of 25), 2 tasks

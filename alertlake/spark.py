@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from alertlake import class_archive
 from alertlake.settings import Settings
 
 log = logging.getLogger("alertlake.spark")
@@ -65,6 +66,10 @@ def build_spark(settings: Settings, app_name: str = "alertlake", conf: dict[str,
     # Executors must run this interpreter, which has AlertLake and its dependencies.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    driver_options = settings.spark_java_options
+    archive = class_archive.current(settings)
+    if archive is not None:
+        driver_options += f" -XX:SharedArchiveFile={archive}"
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
@@ -72,7 +77,7 @@ def build_spark(settings: Settings, app_name: str = "alertlake", conf: dict[str,
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.driver.memory", settings.spark_driver_memory)
-        .config("spark.driver.extraJavaOptions", settings.spark_java_options)
+        .config("spark.driver.extraJavaOptions", driver_options)
         .config("spark.executor.extraJavaOptions", settings.spark_java_options)
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.databricks.delta.snapshotPartitions", str(settings.spark_delta_snapshot_partitions))

@@ -193,6 +193,18 @@ def install_spark_jars(s: Settings, update: bool = False) -> None:
     _copy_dependencies(s, "spark.pom.xml", spark_jars_dir(s), skip, update)
 
 
+def install_class_archive(s: Settings) -> None:
+    """Spark drivers start from a class-data-sharing archive (see alertlake/class_archive.py): built once per JDK
+    and jar set, about a minute."""
+    from alertlake import class_archive
+
+    if not s.spark_class_archive or class_archive.current(s) is not None:
+        return
+    log("building the Spark driver's class archive (once per JDK and jar set)")
+    path = class_archive.build(s)
+    log(f"class archive: {path}" if path else "no class archive: Spark jobs start without it")
+
+
 def install_trino(s: Settings, update: bool = False) -> None:
     home = trino_dir(s)
     if not (home / ".complete").exists():
@@ -241,6 +253,7 @@ def install(s: Settings, update: bool = False) -> None:
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     install_kafka(s, update)
     install_spark_jars(s, update)
+    install_class_archive(s)
     install_trino(s, update)
     log(f"JVM parts ready in {s.cache_dir}")
 
