@@ -217,9 +217,11 @@ class Settings(BaseSettings):
 
 
 @lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+def get_settings(no_trino: bool = False) -> Settings:
+    """The process-wide settings, read once from the environment. ``no_trino`` (a job's ``--no-trino``: a
+    throw-away lake) turns off ``trino_register`` whatever the environment says."""
+    settings = Settings()
+    return settings.model_copy(update={"trino_register": False}) if no_trino else settings
 
 
 def main(argv: list[str] | None = None) -> int:

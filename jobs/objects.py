@@ -526,9 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
-    if args.no_trino:
-        settings = settings.model_copy(update={"trino_register": False})
+    settings = get_settings(no_trino=args.no_trino)
     try:
         steps = keep_current(
             settings,

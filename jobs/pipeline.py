@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             max_offsets=args.max_offsets,
             timeout=args.timeout,
             topic_suffix=args.topic_suffix,
-            settings=get_settings().model_copy(update={"trino_register": False}) if args.no_trino else None,
+            settings=get_settings(no_trino=args.no_trino),
         )
     except (RuntimeError, ValueError) as exc:
         log.error("%s", exc)

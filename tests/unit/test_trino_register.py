@@ -53,3 +53,14 @@ def test_registration_off_never_contacts_trino(trino_stub: tuple[str, list[str]]
     on = off.model_copy(update={"trino_register": True})
     register_in_trino(on, ["bronze.ztf_alerts"])
     assert "/v1/info" in seen
+
+
+def test_no_trino_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's ``--no-trino`` wins over ``ALERTLAKE_TRINO_REGISTER=true``; without it the environment decides."""
+    from alertlake.settings import get_settings
+
+    monkeypatch.setenv("ALERTLAKE_TRINO_REGISTER", "true")
+    assert get_settings().trino_register is True
+    assert get_settings(no_trino=True).trino_register is False
+    monkeypatch.setenv("ALERTLAKE_TRINO_REGISTER", "false")
+    assert get_settings().trino_register is False
