@@ -607,13 +607,8 @@ def _register_in_trino(settings: Settings, name: str) -> None:
         return
     _registered.add(key)  # one attempt per process and table: the platform DAG catches up later
     from alertlake import trino
-    from alertlake.health import trino_ok
 
-    try:
-        if trino_ok(settings):
-            trino.register_table(settings, name)
-    except Exception as exc:  # noqa: BLE001 - serving lag must not stop the gate
-        log.warning("could not register %s in Trino: %s", name, exc)
+    trino.register_tables(settings, [name])
 
 
 def _append(settings: Settings, name: str, table: pa.Table) -> None:

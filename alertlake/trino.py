@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ from trino.auth import BasicAuthentication
 
 from alertlake.lake import LAYERS, split_name, table_uri
 from alertlake.settings import Settings
+
+log = logging.getLogger("alertlake.trino")
 
 
 class _PinnedVerifySession(requests.Session):
@@ -98,6 +102,36 @@ def register_table(settings: Settings, name: str) -> bool:
         f"table_location => {sql_string(location)})",
     )
     return True
+
+
+def register_tables(settings: Settings, names: Sequence[str]) -> None:
+    """Expose the lake tables ``names`` in Trino, as the jobs do when they create them. Never raises: a Trino
+    that is down or refuses only delays serving (the platform DAG registers every table later). Nothing is
+    asked when ``settings.trino_register`` is off (a throw-away lake: tests, benchmarks, ``--no-trino``)."""
+    from alertlake.health import trino_ok
+
+    if not settings.trino_register:
+        return
+    if not settings.lake_is_local:
+        log.info("lake at %s: its tables are registered in Trino by the platform DAG", settings.lake_uri)
+        return
+    try:
+        up = trino_ok(settings)
+    except Exception as exc:  # noqa: BLE001 - serving lag must not stop a job
+        up, reason = False, f" ({exc})"
+    else:
+        reason = ""
+    if not up:
+        log.warning(
+            "Trino not reachable at %s%s: tables will be registered by the platform DAG", settings.trino_url, reason
+        )
+        return
+    for name in names:
+        try:
+            if register_table(settings, name):
+                log.info("registered %s.%s in Trino", settings.trino_catalog, name)
+        except Exception as exc:  # noqa: BLE001 - serving lag must not stop a job
+            log.warning("could not register %s in Trino (the platform DAG will): %s", name, exc)
 
 
 def registered_location(settings: Settings, name: str) -> str | None:

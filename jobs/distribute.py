@@ -157,6 +157,7 @@ class DistributeJob:
 
     def prepare(self, spark: SparkSession, silver_schema: Any | None = None) -> None:
         """Create the gold tables and topics; re-check SQL filters with Spark against silver's real schema."""
+        from alertlake import trino
         from alertlake.kafka import ensure_topic
 
         ensure_table(spark, self.hits_uri, FILTER_HITS_SCHEMA, "night")
@@ -164,7 +165,7 @@ class DistributeJob:
             self.filters = check_sql_with_spark(spark, self.filters, silver_schema)
         for topic in self.topics():
             ensure_topic(self.settings, topic)
-        register_in_trino(self.settings, [FILTER_HITS])
+        trino.register_tables(self.settings, [FILTER_HITS])
         self.recover(spark)
 
     def recover(self, spark: SparkSession) -> None:
@@ -469,16 +470,6 @@ def _arrow_of(df: DataFrame) -> pa.Schema:
     from pyspark.sql.pandas.types import to_arrow_schema
 
     return to_arrow_schema(df.schema, timezone="UTC")
-
-
-def register_in_trino(settings: Settings, names: list[str]) -> None:
-    """Expose gold tables in Trino when it answers (the platform DAG syncs them otherwise)."""
-    from jobs.ingest import register_in_trino as register
-
-    try:
-        register(settings, names)
-    except Exception as exc:  # noqa: BLE001 - serving lag must not stop distribution
-        log.warning("could not register %s in Trino (the platform DAG will): %s", names, exc)
 
 
 def filter_counts(settings: Settings, apps: Sequence[str] = (APP_ID,)) -> dict[str, dict[str, int]]:

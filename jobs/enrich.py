@@ -440,10 +440,10 @@ class EnrichJob:
 
     def prepare(self, spark: SparkSession) -> None:
         """Create the tables if needed and expose silver in Trino."""
-        from jobs.ingest import register_in_trino
+        from alertlake import trino
 
         ensure_silver(spark, self.settings, self.refs)
-        register_in_trino(self.settings, [SILVER])
+        trino.register_tables(self.settings, [SILVER])
 
     def write_batch(
         self, bronze: DataFrame, batch_id: int, downstream: Downstream | None = None, known_new: bool = False

@@ -384,9 +384,11 @@ class IngestJob:
 
     def prepare(self, spark: SparkSession) -> None:
         """Create the job's tables if needed and expose them in Trino when it is reachable."""
+        from alertlake import trino
+
         ensure_bronze(spark, self.settings, self.survey)
         ensure_table(spark, self.quarantine_uri, QUARANTINE_SCHEMA)
-        register_in_trino(self.settings, [bronze_table(self.survey), QUARANTINE])
+        trino.register_tables(self.settings, [bronze_table(self.survey), QUARANTINE])
         self._quarantined()  # read now rather than in the first micro-batch
 
     def write_batch(
@@ -578,24 +580,6 @@ class IngestJob:
     def _append(self, rows: DataFrame, uri: str, meta: dict[str, Any]) -> None:
         writer = rows.write.format("delta").mode("append").options(**WRITE_OPTIONS)
         writer.option("userMetadata", json.dumps(meta)).save(uri)
-
-
-def register_in_trino(settings: Settings, names: list[str]) -> None:
-    """Expose tables in Trino; a Trino that is down only delays this (the platform DAG syncs later)."""
-    from alertlake import trino
-    from alertlake.health import trino_ok
-
-    if not settings.trino_register:
-        return
-    if not settings.lake_is_local or not trino_ok(settings):
-        log.warning("Trino not reachable at %s: tables will be registered by the platform DAG", settings.trino_url)
-        return
-    for name in names:
-        try:
-            if trino.register_table(settings, name):
-                log.info("registered lake.%s in Trino", name)
-        except Exception as exc:  # noqa: BLE001 - serving lag must not stop ingestion
-            log.warning("could not register %s in Trino: %s", name, exc)
 
 
 # ------------------------------------------------------------------------------------------- running

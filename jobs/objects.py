@@ -465,9 +465,9 @@ def keep_current(
                 done.seconds,
             )
         if done.created:
-            from jobs.ingest import register_in_trino
+            from alertlake import trino
 
-            register_in_trino(settings, [OBJECTS])
+            trino.register_tables(settings, [OBJECTS])
         target = done.head if target is None else target
         if bounded and done.merged_through >= target:
             break

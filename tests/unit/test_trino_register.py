@@ -40,18 +40,18 @@ def trino_stub() -> Iterator[tuple[str, list[str]]]:
 
 def test_registration_off_never_contacts_trino(trino_stub: tuple[str, list[str]], tmp_path: Path) -> None:
     from alertlake import quality
-    from jobs.ingest import register_in_trino
+    from alertlake.trino import register_tables
 
     url, seen = trino_stub
     off = Settings(lake_root=str(tmp_path), trino_http_url=url, trino_url=url, trino_register=False)
-    register_in_trino(off, ["bronze.ztf_alerts"])
+    register_tables(off, ["bronze.ztf_alerts"])
     quality._register_in_trino(off, quality.BATCHES)
     assert seen == []
 
     # The same stub is asked when registration is on (so the check above is not vacuous); the registration
     # itself then fails against the stub, which the jobs log and carry on from.
     on = off.model_copy(update={"trino_register": True})
-    register_in_trino(on, ["bronze.ztf_alerts"])
+    register_tables(on, ["bronze.ztf_alerts"])
     assert "/v1/info" in seen
 
 
