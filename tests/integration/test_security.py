@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 import pytest
@@ -25,6 +25,9 @@ from trino.exceptions import TrinoQueryError, TrinoUserError
 from alertlake import kafka, trino
 from alertlake.health import kafka_ok, trino_ok
 from alertlake.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 pytestmark = pytest.mark.integration
 
@@ -115,16 +118,18 @@ def test_scientist_cannot_write(services: Settings, trino_tables: dict[str, str]
     assert "Cannot execute procedure" in message
 
 
-def test_scientist_cannot_read_raw_quarantine_bytes(services: Settings) -> None:
+def test_scientist_cannot_read_raw_quarantine_bytes(services: Settings, spark: SparkSession) -> None:
     """``bronze.quarantine``: reason and coordinates readable, the ``raw`` bytes column denied."""
+    from alertlake.lake import table_uri
+    from alertlake.spark import ensure_table
+    from jobs.ingest import QUARANTINE, QUARANTINE_SCHEMA
+
     catalog = services.trino_catalog
-    quarantine = f"{catalog}.bronze.quarantine"
-    trino.query(services, f"CREATE SCHEMA IF NOT EXISTS {catalog}.bronze")
-    if not trino.query(services, f"SHOW TABLES FROM {catalog}.bronze LIKE 'quarantine'"):
-        # The ingest job writes it; register it in Trino the way the platform DAG would.
-        if not (services.lake_is_local and "bronze.quarantine" in trino.local_tables(services)):
-            pytest.skip("bronze.quarantine does not exist yet (run an ingest first)")
-        trino.register_table(services, "bronze.quarantine")
+    quarantine = f"{catalog}.{QUARANTINE}"
+    # On a fresh lake no ingest job has run yet: create the table as the ingest job does (empty, nothing else
+    # changes), then register it in Trino as the job or the platform DAG would.
+    ensure_table(spark, table_uri(services, QUARANTINE), QUARANTINE_SCHEMA)
+    trino.register_tables(services, [QUARANTINE])
     assert "Cannot select from" in denied(services, f"SELECT raw FROM {quarantine}")
     assert "Cannot select from" in denied(services, f"SELECT * FROM {quarantine}")
     assert trino.query(services, f"SELECT count(*) FROM {quarantine}", user="scientist")[0][0] >= 0
