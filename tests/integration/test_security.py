@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fastavro
 import pytest
@@ -25,9 +25,6 @@ from trino.exceptions import TrinoQueryError, TrinoUserError
 from alertlake import kafka, trino
 from alertlake.health import kafka_ok, trino_ok
 from alertlake.settings import Settings
-
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
 
 pytestmark = pytest.mark.integration
 
@@ -118,17 +115,19 @@ def test_scientist_cannot_write(services: Settings, trino_tables: dict[str, str]
     assert "Cannot execute procedure" in message
 
 
-def test_scientist_cannot_read_raw_quarantine_bytes(services: Settings, spark: SparkSession) -> None:
+def test_scientist_cannot_read_raw_quarantine_bytes(services: Settings) -> None:
     """``bronze.quarantine``: reason and coordinates readable, the ``raw`` bytes column denied."""
-    from alertlake.lake import table_uri
-    from alertlake.spark import ensure_table
+    from deltalake import write_deltalake
+
+    from alertlake.lake import delta_location, table_exists
     from jobs.ingest import QUARANTINE, QUARANTINE_SCHEMA
 
     catalog = services.trino_catalog
     quarantine = f"{catalog}.{QUARANTINE}"
-    # On a fresh lake no ingest job has run yet: create the table as the ingest job does (empty, nothing else
-    # changes), then register it in Trino as the job or the platform DAG would.
-    ensure_table(spark, table_uri(services, QUARANTINE), QUARANTINE_SCHEMA)
+    if not table_exists(services, QUARANTINE):
+        # A fresh lake, no ingest job run yet: create the table empty with the ingest job's schema (the job
+        # appends to it as to its own), then register it in Trino as the job or the platform DAG would.
+        write_deltalake(delta_location(services, QUARANTINE), QUARANTINE_SCHEMA.empty_table(), mode="append")
     trino.register_tables(services, [QUARANTINE])
     assert "Cannot select from" in denied(services, f"SELECT raw FROM {quarantine}")
     assert "Cannot select from" in denied(services, f"SELECT * FROM {quarantine}")
