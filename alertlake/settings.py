@@ -217,10 +217,15 @@ class Settings(BaseSettings):
 
 
 @lru_cache(maxsize=1)
-def get_settings(no_trino: bool = False) -> Settings:
-    """The process-wide settings, read once from the environment. ``no_trino`` (a job's ``--no-trino``: a
-    throw-away lake) turns off ``trino_register`` whatever the environment says."""
-    settings = Settings()
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+def job_settings(no_trino: bool) -> Settings:
+    """The settings of a job's command line: :func:`get_settings`, with ``trino_register`` off when the job was
+    given ``--no-trino`` (a throw-away lake), whatever the environment says."""
+    settings = get_settings()
     return settings.model_copy(update={"trino_register": False}) if no_trino else settings
 
 

@@ -62,7 +62,7 @@ import pyarrow as pa
 from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, schema_key, stream_schema
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
 from alertlake.lake import append_once, delta_location, table_exists, table_uri
-from alertlake.settings import Settings, get_settings
+from alertlake.settings import Settings, get_settings, job_settings
 from alertlake.spark import Query, ensure_table, start_stream, supervise
 from jobs import objects
 
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings(no_trino=args.no_trino)
+    settings = job_settings(args.no_trino)
     from alertlake.spark import build_spark
 
     spark = build_spark(settings, "alertlake-distribute")

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 
 from alertlake.lake import commit_once, delta_location, table_exists
 from alertlake.serving import OBJECT_LATEST
-from alertlake.settings import Settings, get_settings
+from alertlake.settings import Settings, job_settings
 
 log = logging.getLogger("alertlake.objects")
 
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings(no_trino=args.no_trino)
+    settings = job_settings(args.no_trino)
     try:
         steps = keep_current(
             settings,

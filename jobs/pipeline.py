@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from alertlake.filters import FILTERS_DIR, load_filters
 from alertlake.lake import table_uri
 from alertlake.quality import PASSED
-from alertlake.settings import Settings, get_settings
+from alertlake.settings import Settings, get_settings, job_settings
 from alertlake.spark import Query, start_stream, supervise
 from jobs import distribute, enrich, ingest
 from jobs import objects as objects_job
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             max_offsets=args.max_offsets,
             timeout=args.timeout,
             topic_suffix=args.topic_suffix,
-            settings=get_settings(no_trino=args.no_trino),
+            settings=job_settings(args.no_trino),
         )
     except (RuntimeError, ValueError) as exc:
         log.error("%s", exc)

@@ -57,10 +57,16 @@ def test_registration_off_never_contacts_trino(trino_stub: tuple[str, list[str]]
 
 def test_no_trino_overrides_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A job's ``--no-trino`` wins over ``ALERTLAKE_TRINO_REGISTER=true``; without it the environment decides."""
-    from alertlake.settings import get_settings
+    from alertlake.settings import get_settings, job_settings
 
-    monkeypatch.setenv("ALERTLAKE_TRINO_REGISTER", "true")
-    assert get_settings().trino_register is True
-    assert get_settings(no_trino=True).trino_register is False
-    monkeypatch.setenv("ALERTLAKE_TRINO_REGISTER", "false")
-    assert get_settings().trino_register is False
+    try:
+        monkeypatch.setenv("ALERTLAKE_TRINO_REGISTER", "true")
+        get_settings.cache_clear()
+        assert job_settings(no_trino=False).trino_register is True
+        assert job_settings(no_trino=True).trino_register is False
+        assert get_settings().trino_register is True  # the process-wide settings are left as they were
+        monkeypatch.setenv("ALERTLAKE_TRINO_REGISTER", "false")
+        get_settings.cache_clear()
+        assert job_settings(no_trino=False).trino_register is False
+    finally:
+        get_settings.cache_clear()
