@@ -2,8 +2,9 @@
 
 Each benchmark runs as its own process (``python bench/<name>.py``, with its own defaults) and writes its own
 JSON in ``bench/results/``; this prints, from those files, the figures the issues set targets for. A benchmark
-that fails is reported and the others still run; the exit status is then 1. Expect about 1 h 30 min for all of
-them on a 2-core machine (``query`` about 17 min, ``e2e`` both modes about 35 min); ``--only`` picks some.
+that fails is reported and the others still run; the exit status is then 1. Expect about 1 h 35 min for all of
+them on a 2-core machine (``stages`` about 5 min, ``query`` about 17 min, ``e2e`` both modes about 35 min);
+``--only`` picks some.
 
     python bench/run_all.py [--only decode,ingest] [--skip query]
 """
@@ -31,6 +32,14 @@ HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("alerts_per_s.enrich_job_steady_state", "speedup_vs_fink_science.supernova_including_features"),
     ),
     "quality": ("quality.json", ("overhead_ratio",)),
+    "stages": (
+        "stages.json",
+        (
+            "stages.decode_cache_keys.wall_s_min",
+            "stages.bronze_from_avro.wall_s_min",
+            "stages.bronze_delta_write.wall_s_min",
+        ),
+    ),
     "query": ("query.json", ("rows", "object_lookup_p95_s", "cone_search_p95_s", "night_aggregate_s")),
     "e2e": ("e2e.json", ("alerts_per_s", "p50_latency_s", "p95_latency_s", "p99_latency_s", "peak_rss_gib")),
 }

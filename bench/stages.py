@@ -1,0 +1,210 @@
+"""Where a real-time pipeline micro-batch spends its CPU: the decode round trip, the cache, bronze's Avro and Delta.
+
+The end-to-end benchmark (``bench/e2e.py``) gives latency and a per-batch log of the stages; this one splits the
+costs inside the two largest stages on one fixed batch, so a change to them can be measured side by side without
+Kafka or a stream. The batch is the shared sample ZTF alerts re-encoded without their image stamps, as
+``bench/e2e.py`` sends them (``--keep-cutouts``: as the survey sent them, about 68 KB each), repeated to
+``--alerts``, in 2 Spark partitions as the survey topic has, held in Spark's cache before anything is timed.
+Each measurement runs once untimed (JIT compilation, the Python workers' imports), then ``--repeats`` times;
+the table gives the minimum and the median of the wall time and of the CPU time of the whole process tree (this
+driver, Spark's JVM, its Python workers), and the CPU per alert of the minimum.
+
+- ``udf_values_sent``: an Arrow UDF that only takes the Kafka values' lengths (pyarrow, no Python loop): the
+  cost of moving the values to Python and of the copy of each input row Spark keeps meanwhile.
+- ``udf_values_kept_only``: an Arrow UDF on the offsets, the values only carried in the rows: that copy alone.
+- ``python_decoder``: :func:`jobs.ingest.decoder` on the same values in this process, no Spark (one core).
+- ``decode_no_cache``: :func:`jobs.ingest.kept` of :func:`jobs.ingest.decode_messages` to Spark's noop sink.
+- ``decode_cache_keys``: the same cached and its keys collected, as :meth:`jobs.ingest.IngestJob.write_batch`.
+- ``bronze_from_avro``: :func:`jobs.ingest.to_bronze_rows` (Spark's ``from_avro``) of the cached batch, noop sink.
+- ``bronze_delta_write``: the same appended to a Delta table in a temporary folder (zstd, partitioned by night).
+
+    python bench/stages.py [--alerts 14000] [--repeats 3] [--keep-cutouts] [--output bench/results/stages.json]
+
+Prints a table and writes the JSON (with the machine and its load average before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from alertlake.settings import get_settings
+from alertlake.simulate import load_sources
+from alertlake.spark import WRITE_OPTIONS, build_spark
+from alertlake.surveys import get_survey
+from bench.decode import cpu_model, load_average
+from jobs import ingest
+
+RESULTS = Path(__file__).resolve().parent / "results" / "stages.json"
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds of this process and all its descendants (with the children they have already reaped)."""
+    total = 0.0
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:  # a Python worker that ended meanwhile
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def measure(work: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Wall and CPU seconds of ``work``, ``repeats`` times: minimum and median of each."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        cpu, wall = tree_cpu_seconds(), time.perf_counter()
+        work()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(tree_cpu_seconds() - cpu)
+    return {
+        "wall_s_min": round(min(walls), 2),
+        "wall_s_median": round(statistics.median(walls), 2),
+        "cpu_s_min": round(min(cpus), 2),
+        "cpu_s_median": round(statistics.median(cpus), 2),
+    }
+
+
+def main() -> None:
+    """Run the measurements, print the table, write the JSON."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import ArrowUDFType
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alerts", type=int, default=14_000, help="alerts in the batch (the samples repeated)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement (min and median kept)")
+    parser.add_argument("--keep-cutouts", action="store_true", help="keep the image stamps in the messages")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    load_before = load_average()
+
+    settings = get_settings()
+    spark = build_spark(settings, "alertlake-bench-stages")
+    spark.sparkContext.setLogLevel("ERROR")
+    survey = get_survey("ztf")
+    messages = [
+        s.message
+        if args.keep_cutouts
+        else survey.encode(survey.without_cutouts(s.alert.record), s.alert.schema_version)
+        for s in load_sources(survey)
+    ]
+    copies = max(1, round(args.alerts / len(messages)))
+    kafka_like = (
+        spark.createDataFrame([(m,) for m in messages], "value binary")
+        .crossJoin(spark.range(copies).withColumnRenamed("id", "copy"))
+        .select(
+            "value",
+            F.lit("bench").alias("topic"),
+            (F.col("copy") % 2).cast("int").alias("partition"),
+            F.monotonically_increasing_id().alias("offset"),
+            F.current_timestamp().alias("timestamp"),
+        )
+        .repartition(2)
+        .persist()
+    )
+    alerts = kafka_like.count()
+    values_mb = sum(len(m) for m in messages) * copies / 1e6
+
+    def noop(frame: Any) -> None:
+        frame.write.format("noop").mode("overwrite").save()
+
+    def lengths(value: pa.Array) -> pa.Array:
+        return pc.binary_length(value).cast(pa.int64())
+
+    def offsets(offset: pa.Array) -> pa.Array:
+        return offset
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "It is preferred to specify type hints", UserWarning)
+        udf_lengths = F.arrow_udf(lengths, "long", ArrowUDFType.SCALAR)
+        udf_offsets = F.arrow_udf(offsets, "long", ArrowUDFType.SCALAR)
+
+    decoded = ingest.decode_messages(kafka_like, "ztf", None)
+    decode = ingest.decoder("ztf", None)
+    arrays = kafka_like.select("value", "topic", "partition", "offset").toArrow()
+
+    def python_decoder() -> None:
+        for batch in arrays.to_batches(max_chunksize=10_000):
+            decode(*batch.columns)
+
+    def decode_cache_keys() -> None:
+        batch = ingest.kept(decoded).persist()
+        batch.select(*ingest.COORDS, "alert_id", "schema_version").toArrow()
+        batch.unpersist()
+
+    batch = ingest.kept(decoded).persist()
+    batch.count()
+    good = batch.where(F.col("reason").isNull())
+    versions = sorted(r[0] for r in good.select("schema_version").distinct().collect())
+    bronze = ingest.to_bronze_rows(good, "ztf", versions, 0)
+    tmp = tempfile.mkdtemp(prefix="alertlake-bench-stages-")
+
+    def bronze_write() -> None:
+        bronze.write.format("delta").mode("append").options(**WRITE_OPTIONS).partitionBy("night").save(tmp)
+
+    stages: dict[str, Callable[[], Any]] = {
+        "udf_values_sent": lambda: noop(kafka_like.select(udf_lengths("value"))),
+        "udf_values_kept_only": lambda: noop(kafka_like.select("value", udf_offsets("offset"))),
+        "python_decoder": python_decoder,
+        "decode_no_cache": lambda: noop(ingest.kept(decoded)),
+        "decode_cache_keys": decode_cache_keys,
+        "bronze_from_avro": lambda: noop(bronze),
+        "bronze_delta_write": bronze_write,
+    }
+    for work in stages.values():  # one untimed run each: JIT compilation, Python workers' imports
+        work()
+    figures = {}
+    for name, work in stages.items():
+        figures[name] = measure(work, args.repeats)
+        figures[name]["cpu_ms_per_alert"] = round(1000 * figures[name]["cpu_s_min"] / alerts, 3)
+        print(f"{name:22s} {figures[name]}", flush=True)
+    batch.unpersist()
+    spark.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    stamps = "with" if args.keep_cutouts else "without"
+    print(f"\n{alerts:,} ZTF alerts {stamps} stamps ({values_mb:.0f} MB of Kafka values), {args.repeats} runs each")
+    print(f"{'stage':22s} {'wall min':>9s} {'median':>7s} {'CPU min':>8s} {'median':>7s} {'CPU ms/alert':>13s}")
+    for name, f in figures.items():
+        print(
+            f"{name:22s} {f['wall_s_min']:9.1f} {f['wall_s_median']:7.1f} {f['cpu_s_min']:8.1f} "
+            f"{f['cpu_s_median']:7.1f} {f['cpu_ms_per_alert']:13.3f}"
+        )
+    result = {
+        "alerts": alerts,
+        "kafka_values_mb": round(values_mb, 1),
+        "cutouts": args.keep_cutouts,
+        "repeats": args.repeats,
+        "stages": figures,
+        "spark_master": settings.spark_master,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model()},
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
