@@ -170,16 +170,17 @@ def main() -> None:
         "bronze_from_avro": lambda: noop(bronze),
         "bronze_delta_write": bronze_write,
     }
-    for work in stages.values():  # one untimed run each: JIT compilation, Python workers' imports
-        work()
     figures = {}
-    for name, work in stages.items():
-        figures[name] = measure(work, args.repeats)
-        figures[name]["cpu_ms_per_alert"] = round(1000 * figures[name]["cpu_s_min"] / alerts, 3)
-        print(f"{name:22s} {figures[name]}", flush=True)
-    batch.unpersist()
-    spark.stop()
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for work in stages.values():  # one untimed run each: JIT compilation, Python workers' imports
+            work()
+        for name, work in stages.items():
+            figures[name] = measure(work, args.repeats)
+            figures[name]["cpu_ms_per_alert"] = round(1000 * figures[name]["cpu_s_min"] / alerts, 3)
+            print(f"{name:22s} {figures[name]}", flush=True)
+    finally:
+        spark.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     stamps = "with" if args.keep_cutouts else "without"
     print(f"\n{alerts:,} ZTF alerts {stamps} stamps ({values_mb:.0f} MB of Kafka values), {args.repeats} runs each")
