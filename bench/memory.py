@@ -33,8 +33,9 @@ def tree_memory(roots: list[psutil.Process]) -> tuple[int, int]:
     return pss, rss
 
 
-def tree_cpu(root: psutil.Process) -> dict[int, float]:
-    """CPU seconds (user + system) used so far by ``root`` and each of its descendants, by pid."""
+def tree_cpu(root: psutil.Process, reaped: bool = False) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by ``root`` and each of its descendants, by pid; with ``reaped``,
+    each also counts the time of its children that have ended and that it has waited for."""
     try:
         members = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
@@ -46,6 +47,8 @@ def tree_cpu(root: psutil.Process) -> dict[int, float]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         out[member.pid] = times.user + times.system
+        if reaped:
+            out[member.pid] += times.children_user + times.children_system
     return out
 
 

@@ -50,6 +50,7 @@ from alertlake.simulate import load_sources
 from alertlake.spark import WRITE_OPTIONS, build_spark
 from alertlake.surveys import get_survey
 from bench.decode import cpu_model, load_average
+from bench.memory import tree_cpu
 from jobs import ingest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stages.json"
@@ -57,15 +58,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "stages.json"
 
 def tree_cpu_seconds() -> float:
     """CPU seconds of this process and all its descendants (with the children they have already reaped)."""
-    total = 0.0
-    me = psutil.Process()
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:  # a Python worker that ended meanwhile
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
+    return sum(tree_cpu(psutil.Process(), reaped=True).values())
 
 
 def measure(work: Callable[[], Any], repeats: int) -> dict[str, float]:
