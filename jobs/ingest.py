@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -65,7 +66,8 @@ log = logging.getLogger("alertlake.ingest")
 QUARANTINE = "bronze.quarantine"
 COORDS = ("kafka_topic", "kafka_partition", "kafka_offset")  # where a message is in Kafka: its identity
 #: Fault injection for the pipeline's kill/restart test: ``before-bronze:<batch id>`` SIGKILLs the process once
-#: that batch's later stages (silver, filter topics) are done and before bronze is written.
+#: that batch's later stages (silver, filter topics) are done and before bronze is written (in the pipeline,
+#: once Spark has committed the batch to its checkpoint: see :class:`BronzeBehind`).
 FAULT_ENV = "ALERTLAKE_INGEST_FAULT"
 
 # What the Python decoder hands to Spark for every Kafka message.
@@ -373,6 +375,9 @@ class IngestJob:
     _seen: dict[str, dict[int, tuple[str, int, int]]] = field(default_factory=dict)
     _bad: set[tuple[str, int, int]] | None = None
     _clean: bool = False  # a whole batch went through in this process (so this one cannot be a retry)
+    #: Set by the real-time pipeline: bronze and quarantine are appended in the background, while the next
+    #: micro-batch goes through the later stages (see :class:`BronzeBehind`).
+    behind: BronzeBehind | None = None
 
     @property
     def bronze_uri(self) -> str:
@@ -401,7 +406,8 @@ class IngestJob:
         accepted alerts: ``canonical`` and ``kafka_timestamp`` of every message that goes to bronze now or went
         there in an earlier attempt at this batch (not the bad ones or duplicates), and whether they are known
         to be new to every table derived from bronze: all new to bronze, and not a possible retry (the first
-        batch of a run may be one, whose killed attempt may have written downstream and not bronze).
+        batch of a run may be one, whose killed attempt may have written downstream and not bronze). With
+        :attr:`behind` set, bronze and quarantine are then appended in the background (:class:`BronzeBehind`).
         """
         from pyspark.sql import functions as F
 
@@ -494,42 +500,102 @@ class IngestJob:
                 # the second one on, once a whole batch has gone through in this process.
                 downstream(accepted.select("canonical", "kafka_timestamp"), counts["already"] == 0 and self._clean)
                 t_downstream = time.monotonic()
-                if os.environ.get(FAULT_ENV) == f"before-bronze:{batch_id}":
-                    log.warning(
-                        "%s: fault injection: killing the process before bronze, batch %d", self.app_id, batch_id
-                    )
-                    os.kill(os.getpid(), signal.SIGKILL)
-            self._append(bronze_rows, self.bronze_uri, meta)
-            t_bronze = time.monotonic()
-            if meta["quarantine_rows"]:
-                self._append(quarantine_rows, self.quarantine_uri, meta)
             self._quarantined().update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
+
+            def land() -> None:
+                """Append the batch to bronze (and quarantine), then let its cache go."""
+                try:
+                    if os.environ.get(FAULT_ENV) == f"before-bronze:{batch_id}":
+                        if self.behind is not None:  # the batch is committed to the checkpoint: Spark won't replay it
+                            self.behind.wait_committed(batch_id)
+                        log.warning(
+                            "%s: fault injection: killing the process before bronze, batch %d", self.app_id, batch_id
+                        )
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    t_land = time.monotonic()
+                    self._append(bronze_rows, self.bronze_uri, meta)
+                    t_bronze = time.monotonic()
+                    if meta["quarantine_rows"]:
+                        self._append(quarantine_rows, self.quarantine_uri, meta)
+                    if keys:
+                        log.info(
+                            "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
+                            "(decode %.1f s, classify %.1f%s; bronze %.1f, quarantine %.1f%s)",
+                            self.app_id,
+                            batch_id,
+                            len(keys),
+                            counts["new"],
+                            meta["quarantine_rows"],
+                            counts["already"],
+                            t_decoded - t0,
+                            t_classified - t_decoded,
+                            f", later stages {t_downstream - t_classified:.1f}" if downstream is not None else "",
+                            t_bronze - t_land,
+                            time.monotonic() - t_bronze,
+                            f"; written {time.monotonic() - t0:.1f} s after the batch began" if behind else "",
+                        )
+                finally:
+                    batch.unpersist()
+
+            behind = self.behind is not None and downstream is not None and bool(keys)
+            if behind:
+                assert self.behind is not None
+                self.behind.submit(batch_id, offset_ranges(keys), land)
+            else:
+                land()
             self._clean = True
-            if keys:
-                log.info(
-                    "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
-                    "(%.1f s: decode %.1f, classify %.1f, bronze %.1f, quarantine %.1f%s)",
-                    self.app_id,
-                    batch_id,
-                    len(keys),
-                    counts["new"],
-                    meta["quarantine_rows"],
-                    counts["already"],
-                    time.monotonic() - t0,
-                    t_decoded - t0,
-                    t_classified - t_decoded,
-                    t_bronze - t_downstream,
-                    time.monotonic() - t_bronze,
-                    f"; after the later stages' {t_downstream - t_classified:.1f}" if downstream is not None else "",
-                )
         except BaseException:
             # The in-memory indexes may now be ahead of the tables: rebuild them from the lake next time.
             self._seen.clear()
             self._bad = None
             self._clean = False
-            raise
-        finally:
             batch.unpersist()
+            raise
+
+    def flush(self) -> None:
+        """Wait for a batch's bronze append still running in the background (:class:`BronzeBehind`); raise its error."""
+        if self.behind is not None:
+            self.behind.wait()
+
+    def recover(self, spark: SparkSession) -> int:
+        """Append to bronze and quarantine the batches a stopped run committed to its checkpoint and had not yet
+        written there (:class:`BronzeBehind`): their messages are read again from Kafka, by offset, and go
+        through :meth:`write_batch` (messages already in the lake are skipped, as in a replay). Returns the
+        number of messages read again."""
+        from alertlake.spark import kafka_options
+
+        if self.behind is None:
+            return 0
+        total = 0
+        for batch_id, ranges in self.behind.pending():
+            count = sum(last - first + 1 for parts in ranges.values() for first, last in parts.values())
+            log.warning(
+                "%s: batch %d went through the later stages and was committed, but the run stopped before its bronze "
+                "append; reading its %d messages again from Kafka",
+                self.app_id,
+                batch_id,
+                count,
+            )
+            kafka = (
+                spark.read.format("kafka")
+                .options(**kafka_options(self.settings))
+                .option("assign", json.dumps({t: sorted(int(p) for p in parts) for t, parts in ranges.items()}))
+                .option(
+                    "startingOffsets",
+                    json.dumps({t: {p: first for p, (first, _) in parts.items()} for t, parts in ranges.items()}),
+                )
+                .option(
+                    "endingOffsets",
+                    json.dumps({t: {p: last + 1 for p, (_, last) in parts.items()} for t, parts in ranges.items()}),
+                )
+                .option("failOnDataLoss", "true")
+                .load()
+            )
+            self.write_batch(decode_messages(kafka, self.survey, self.max_bytes), batch_id)
+            self.behind.done(batch_id)
+            total += count
+        self._clean = False  # the stream's first batch may still be a retry (see write_batch)
+        return total
 
     def classify(self, keys: list[Any]) -> dict[tuple[str, int, int], tuple[str, str]]:
         """Decide for each message of a batch: ``new`` (to bronze), ``bad`` or ``duplicate`` (to quarantine),
@@ -580,6 +646,117 @@ class IngestJob:
     def _append(self, rows: DataFrame, uri: str, meta: dict[str, Any]) -> None:
         writer = rows.write.format("delta").mode("append").options(**WRITE_OPTIONS)
         writer.option("userMetadata", json.dumps(meta)).save(uri)
+
+
+def offset_ranges(keys: list[Any]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Topic -> partition -> (first, last) Kafka offset of a batch's messages (from its keys)."""
+    ranges: dict[str, dict[str, tuple[int, int]]] = {}
+    for k in keys:
+        parts = ranges.setdefault(k["kafka_topic"], {})
+        part = str(k["kafka_partition"])
+        first, last = parts.get(part, (k["kafka_offset"], k["kafka_offset"]))
+        parts[part] = (min(first, k["kafka_offset"]), max(last, k["kafka_offset"]))
+    return ranges
+
+
+class BronzeBehind:
+    """Bronze appended one micro-batch behind: the real-time pipeline's batch N is written to bronze (and
+    quarantine) in a background thread while batch N+1 is decoded, enriched and distributed.
+
+    A micro-batch's bronze append is as long as all its later stages together (``bench/stages.py``) and the
+    filter streams need none of it; written in line, it set the pace of micro-batches and so the alerts' wait.
+    At most one append runs at a time: the next batch waits for it before starting its own, and raises its error.
+
+    Spark commits batch N to the checkpoint once ``foreachBatch`` returns, before its append has finished, so a
+    killed run could leave a committed batch out of bronze, and Spark never replays a committed batch. Hence a
+    *marker* (``_checkpoints/<app>_bronze/<batch id>.json``, the batch's Kafka offset ranges), written before the
+    append starts and removed once it is committed: at start, :meth:`IngestJob.recover` reads each marked batch
+    again from Kafka and appends what bronze and quarantine lack. The files go through Hadoop's file system, like
+    Spark's own checkpoint, so the lake may be local or on an object store.
+    """
+
+    def __init__(self, spark: SparkSession, settings: Settings, app_id: str) -> None:
+        from alertlake.lake import checkpoint_uri
+
+        self.spark = spark
+        self.checkpoint = checkpoint_uri(settings, app_id)
+        self.markers = checkpoint_uri(settings, f"{app_id}_bronze")
+        self._thread: threading.Thread | None = None
+        self._batch: int | None = None
+        self._error: BaseException | None = None
+
+    def _path(self, uri: str) -> Any:
+        jvm = self.spark.sparkContext._jvm
+        assert jvm is not None
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        return path, path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+
+    def submit(self, batch_id: int, ranges: dict[str, dict[str, tuple[int, int]]], land: Callable[[], None]) -> None:
+        """Mark batch ``batch_id`` pending and run ``land`` (its appends) in the background, once the previous
+        batch's appends are done."""
+        self.wait()
+        path, fs = self._path(f"{self.markers}/{batch_id}.json")
+        out = fs.create(path, True)
+        out.write(bytearray(json.dumps({"batch_id": batch_id, "ranges": ranges}).encode()))
+        out.close()
+
+        def run() -> None:
+            try:
+                land()
+                self.done(batch_id)
+            except BaseException as exc:  # noqa: BLE001 - handed to the stream's thread by wait()
+                self._error = exc
+
+        self._batch, self._error = batch_id, None
+        # A plain thread, not PySpark's InheritableThread: the stream thread's job group is the query's, which
+        # Spark cancels when the query stops, and the append must finish then (run() waits for it).
+        self._thread = threading.Thread(target=run, name=f"bronze-batch-{batch_id}", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the append running in the background, if any; raise its error."""
+        if self._thread is None:
+            return
+        self._thread.join()
+        self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"bronze append of batch {self._batch} failed: {error}") from error
+
+    def done(self, batch_id: int) -> None:
+        """Remove batch ``batch_id``'s marker: its appends are committed."""
+        path, fs = self._path(f"{self.markers}/{batch_id}.json")
+        fs.delete(path, False)
+
+    def pending(self) -> list[tuple[int, dict[str, dict[str, tuple[int, int]]]]]:
+        """(batch id, offset ranges) of every marked batch, oldest first."""
+        path, fs = self._path(self.markers)
+        if not fs.exists(path):
+            return []
+        found = []
+        for status in fs.listStatus(path):
+            name = status.getPath().getName()
+            if not name.endswith(".json"):
+                continue
+            stream = fs.open(status.getPath())
+            try:
+                reader = self.spark.sparkContext._jvm.java.io.BufferedReader(  # type: ignore[union-attr]
+                    self.spark.sparkContext._jvm.java.io.InputStreamReader(stream, "UTF-8")  # type: ignore[union-attr]
+                )
+                text = "".join(iter(reader.readLine, None))
+            finally:
+                stream.close()
+            marker = json.loads(text)
+            ranges = {t: {p: (int(a), int(b)) for p, (a, b) in parts.items()} for t, parts in marker["ranges"].items()}
+            found.append((int(marker["batch_id"]), ranges))
+        return sorted(found)
+
+    def wait_committed(self, batch_id: int, timeout: float = 120) -> None:
+        """Wait until Spark has committed batch ``batch_id`` to the query's checkpoint (fault injection)."""
+        path, fs = self._path(f"{self.checkpoint}/commits/{batch_id}")
+        deadline = time.monotonic() + timeout
+        while not fs.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 # ------------------------------------------------------------------------------------------- running

@@ -147,9 +147,10 @@ def check_lake_and_topics(spark: SparkSession, settings: Settings, suffix: str, 
 def test_pipeline_end_to_end_and_killed_twice(
     spark: SparkSession, champions: dict[str, int], stream: tuple[Settings, str]
 ) -> None:
-    """One run killed between sending a batch and recording it, a second killed after that batch's silver rows and
-    messages and before its bronze rows, a third to the end, then gold.objects by its own process (as the
-    real-time DAG runs it): every stage exactly once, nothing lost, nothing duplicated."""
+    """One run killed between sending a batch and recording it, a second killed after that batch's silver rows,
+    messages and checkpoint commit and before its bronze rows (appended in the background), a third to the end,
+    then gold.objects by its own process (as the real-time DAG runs it): every stage exactly once, nothing lost,
+    nothing duplicated."""
     settings, suffix = stream
     sent = simulate(settings, "ztf", loops=3, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True)
     fault = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0", "ALERTLAKE_DISTRIBUTE_FAULT": "after-send:2"}
@@ -162,15 +163,20 @@ def test_pipeline_end_to_end_and_killed_twice(
     assert len(hits) and 2 not in set(hits["distribute_batch"])
     assert 2 not in set(table(spark, settings, "bronze.ztf_alerts")["ingest_batch"])
 
+    # Bronze is appended in the background while the next batch goes on: killed once Spark has committed batch 2
+    # to the checkpoint and before its bronze append, so Spark will not replay it.
     fault = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0", "ALERTLAKE_INGEST_FAULT": "before-bronze:2"}
     proc = run_pipeline(settings, suffix, "--max-offsets", "300", "--no-objects", env=fault)
     out = finish(proc)
     assert proc.returncode == -signal.SIGKILL, out[-3000:]
     assert "found in Kafka; they will be recorded, not sent again" in out
-    # Batch 2, replayed, is now in Kafka, gold.filter_hits and silver, still not in bronze.
+    # Batch 2, replayed, is now in Kafka, gold.filter_hits and silver, committed, still not in bronze: marked.
     assert 2 in set(table(spark, settings, "gold.filter_hits")["distribute_batch"])
     assert (table(spark, settings, enrich.SILVER)["enrich_batch"] == "pipeline_ztf:2").any()
     assert 2 not in set(table(spark, settings, "bronze.ztf_alerts")["ingest_batch"])
+    checkpoints = Path(settings.lake_root) / "_checkpoints"
+    assert (checkpoints / "pipeline_ztf" / "commits" / "2").exists()
+    assert (checkpoints / "pipeline_ztf_bronze" / "2.json").exists()
 
     # A small warm-up (the default 2,000 alerts took 98 s on a slow machine): that it runs is what is checked.
     warm = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "250"}
@@ -178,6 +184,9 @@ def test_pipeline_end_to_end_and_killed_twice(
     out = finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "warmed up" in out
+    assert "batch 2 went through the later stages and was committed" in out  # read again from Kafka
+    assert 2 in set(table(spark, settings, "bronze.ztf_alerts")["ingest_batch"])
+    assert not list((checkpoints / "pipeline_ztf_bronze").glob("*.json"))
     # gold.objects is left to its own process (the real-time DAG runs it at low CPU priority).
     assert not (Path(settings.lake_root) / "gold" / "objects").exists()
     objects = subprocess.run(

@@ -14,7 +14,7 @@ import pytest
 
 from alertlake.surveys import get_survey
 from alertlake.surveys.samples import sample_messages
-from jobs.ingest import DECODED_STRUCT, body_span, decoder
+from jobs.ingest import DECODED_STRUCT, body_span, decoder, offset_ranges
 
 
 def decode(survey: str, messages: list[bytes], topic: str = "t") -> list[dict]:
@@ -70,3 +70,13 @@ def test_bad_messages_keep_their_raw_bytes_and_no_body() -> None:
 def test_body_span() -> None:
     assert body_span(b"head-BODY-tail", b"BODY") == (5, 4)
     assert body_span(b"head-BODY-tail", b"BODX") is None
+
+
+def test_offset_ranges_of_a_batch_per_topic_and_partition() -> None:
+    """What a background bronze append's marker records: first and last offset of each partition read."""
+    keys = [
+        {"kafka_topic": "ztf", "kafka_partition": p, "kafka_offset": o}
+        for p, o in [(0, 7), (1, 3), (0, 5), (1, 4), (0, 9)]
+    ] + [{"kafka_topic": "lsst", "kafka_partition": 0, "kafka_offset": 12}]
+    assert offset_ranges(keys) == {"ztf": {"0": (5, 9), "1": (3, 4)}, "lsst": {"0": (12, 12)}}
+    assert offset_ranges([]) == {}
