@@ -101,19 +101,7 @@ def main() -> None:
         for s in load_sources(survey)
     ]
     copies = max(1, round(args.alerts / len(messages)))
-    kafka_like = (
-        spark.createDataFrame([(m,) for m in messages], "value binary")
-        .crossJoin(spark.range(copies).withColumnRenamed("id", "copy"))
-        .select(
-            "value",
-            F.lit("bench").alias("topic"),
-            (F.col("copy") % 2).cast("int").alias("partition"),
-            F.monotonically_increasing_id().alias("offset"),
-            F.current_timestamp().alias("timestamp"),
-        )
-        .repartition(2)
-        .persist()
-    )
+    kafka_like = ingest.kafka_like_frame(spark, messages, copies, "bench", 2).persist()
     alerts = kafka_like.count()
     values_mb = sum(len(m) for m in messages) * copies / 1e6
 

@@ -296,6 +296,25 @@ def to_bronze_rows(good: DataFrame, survey_name: str, versions: list[str], batch
     )
 
 
+def kafka_like_frame(spark: SparkSession, messages: list[bytes], copies: int, topic: str, partitions: int) -> DataFrame:
+    """Rows shaped like Spark's Kafka source (value, topic, partition, offset, timestamp): ``messages`` repeated
+    ``copies`` times, spread over ``partitions`` partitions (as many Spark partitions), offsets unique."""
+    from pyspark.sql import functions as F
+
+    return (
+        spark.createDataFrame([(m,) for m in messages], "value binary")
+        .crossJoin(spark.range(copies).withColumnRenamed("id", "copy"))
+        .select(
+            "value",
+            F.lit(topic).alias("topic"),
+            (F.col("copy") % partitions).cast("int").alias("partition"),
+            F.monotonically_increasing_id().alias("offset"),
+            F.current_timestamp().alias("timestamp"),
+        )
+        .repartition(partitions)
+    )
+
+
 def warm_up(
     spark: SparkSession,
     survey_name: str,
@@ -333,18 +352,7 @@ def warm_up(
         return
     copies = max(1, round(alerts / len(samples)))
     slots = max(2, spark.sparkContext.defaultParallelism)  # every task slot's Python worker gets warm
-    kafka_like = (
-        spark.createDataFrame([(s.message,) for s in samples], "value binary")
-        .crossJoin(spark.range(copies).withColumnRenamed("id", "copy"))
-        .select(
-            "value",
-            F.lit("warm-up").alias("topic"),
-            (F.col("copy") % slots).cast("int").alias("partition"),
-            F.monotonically_increasing_id().alias("offset"),
-            F.current_timestamp().alias("timestamp"),
-        )
-        .repartition(slots, "partition")
-    )
+    kafka_like = kafka_like_frame(spark, [s.message for s in samples], copies, "warm-up", slots)
     decoded = decode_messages(kafka_like, survey_name, max_bytes)
     versions = sorted({s.version for s in samples})
     good = kept(decoded).where(F.col("reason").isNull())
