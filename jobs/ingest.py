@@ -694,10 +694,14 @@ class BronzeBehind:
         self._error: BaseException | None = None
 
     def _path(self, uri: str) -> Any:
+        path = self._jvm.org.apache.hadoop.fs.Path(uri)
+        return path, path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+
+    @property
+    def _jvm(self) -> Any:
         jvm = self.spark.sparkContext._jvm
         assert jvm is not None
-        path = jvm.org.apache.hadoop.fs.Path(uri)
-        return path, path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        return jvm
 
     def submit(self, batch_id: int, ranges: dict[str, dict[str, tuple[int, int]]], land: Callable[[], None]) -> None:
         """Mark batch ``batch_id`` pending and run ``land`` (its appends) in the background, once the previous
@@ -748,13 +752,9 @@ class BronzeBehind:
                 continue
             stream = fs.open(status.getPath())
             try:
-                reader = self.spark.sparkContext._jvm.java.io.BufferedReader(  # type: ignore[union-attr]
-                    self.spark.sparkContext._jvm.java.io.InputStreamReader(stream, "UTF-8")  # type: ignore[union-attr]
-                )
-                text = "".join(iter(reader.readLine, None))
+                marker = json.loads(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
             finally:
                 stream.close()
-            marker = json.loads(text)
             ranges = {t: {p: (int(a), int(b)) for p, (a, b) in parts.items()} for t, parts in marker["ranges"].items()}
             found.append((int(marker["batch_id"]), ranges))
         return sorted(found)
