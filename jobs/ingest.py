@@ -587,15 +587,7 @@ class IngestJob:
             kafka = (
                 spark.read.format("kafka")
                 .options(**kafka_options(self.settings))
-                .option("assign", json.dumps({t: sorted(int(p) for p in parts) for t, parts in ranges.items()}))
-                .option(
-                    "startingOffsets",
-                    json.dumps({t: {p: first for p, (first, _) in parts.items()} for t, parts in ranges.items()}),
-                )
-                .option(
-                    "endingOffsets",
-                    json.dumps({t: {p: last + 1 for p, (_, last) in parts.items()} for t, parts in ranges.items()}),
-                )
+                .options(**range_options(ranges))
                 .option("failOnDataLoss", "true")
                 .load()
             )
@@ -665,6 +657,16 @@ def offset_ranges(keys: list[Any]) -> dict[str, dict[str, tuple[int, int]]]:
         first, last = parts.get(part, (k["kafka_offset"], k["kafka_offset"]))
         parts[part] = (min(first, k["kafka_offset"]), max(last, k["kafka_offset"]))
     return ranges
+
+
+def range_options(ranges: dict[str, dict[str, tuple[int, int]]]) -> dict[str, str]:
+    """Options of Spark's Kafka batch source that read exactly the messages of ``ranges`` (:func:`offset_ranges`):
+    the partitions assigned, and from each one's first offset to just after its last."""
+    return {
+        "assign": json.dumps({t: sorted(int(p) for p in parts) for t, parts in ranges.items()}),
+        "startingOffsets": json.dumps({t: {p: a for p, (a, _) in parts.items()} for t, parts in ranges.items()}),
+        "endingOffsets": json.dumps({t: {p: b + 1 for p, (_, b) in parts.items()} for t, parts in ranges.items()}),
+    }
 
 
 class BronzeBehind:

@@ -7,6 +7,7 @@ slice (so a batch holds every message once), and as its own bytes when it is not
 from __future__ import annotations
 
 import io
+import json
 
 import fastavro
 import pyarrow as pa
@@ -14,7 +15,7 @@ import pytest
 
 from alertlake.surveys import get_survey
 from alertlake.surveys.samples import sample_messages
-from jobs.ingest import DECODED_STRUCT, body_span, decoder, offset_ranges
+from jobs.ingest import DECODED_STRUCT, body_span, decoder, offset_ranges, range_options
 
 
 def decode(survey: str, messages: list[bytes], topic: str = "t") -> list[dict]:
@@ -80,3 +81,11 @@ def test_offset_ranges_of_a_batch_per_topic_and_partition() -> None:
     ] + [{"kafka_topic": "lsst", "kafka_partition": 0, "kafka_offset": 12}]
     assert offset_ranges(keys) == {"ztf": {"0": (5, 9), "1": (3, 4)}, "lsst": {"0": (12, 12)}}
     assert offset_ranges([]) == {}
+
+
+def test_range_options_read_exactly_the_marked_messages() -> None:
+    """Recovery reads a marked batch back: Kafka's ending offsets are exclusive, so one past each last offset."""
+    options = range_options({"ztf": {"0": (5, 9), "1": (3, 4)}})
+    assert json.loads(options["assign"]) == {"ztf": [0, 1]}
+    assert json.loads(options["startingOffsets"]) == {"ztf": {"0": 5, "1": 3}}
+    assert json.loads(options["endingOffsets"]) == {"ztf": {"0": 10, "1": 5}}
