@@ -39,7 +39,11 @@ def table_uri(settings: Settings, name: str) -> str:
 
 def delta_location(settings: Settings, name: str) -> str:
     """Location of table ``name`` for delta-rs (a local path, or the object-store URI)."""
-    uri = table_uri(settings, name)
+    return delta_location_of(table_uri(settings, name))
+
+
+def delta_location_of(uri: str) -> str:
+    """A Spark table URI (``file://``, ``s3a://``) as delta-rs names the same location."""
     if uri.startswith("file://"):
         return uri.removeprefix("file://")
     return uri.replace("s3a://", "s3://", 1)

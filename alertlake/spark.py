@@ -147,11 +147,17 @@ def ensure_table(
     properties: dict[str, str] | None = None,
 ) -> None:
     """Create the Delta table at ``uri`` with ``schema`` (and table ``properties``) unless it exists, so
-    readers see it at once."""
-    from delta.tables import DeltaTable
+    readers see it at once.
+
+    Whether it exists is asked of delta-rs: Spark's ``isDeltaTable`` loads the table's snapshot, which for a
+    table without checksum files (those delta-rs appends to, such as ``gold.filter_hits``) is a Spark job, 4 s
+    of a job's start on a slow machine."""
+    from deltalake import DeltaTable as RustTable
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    if DeltaTable.isDeltaTable(spark, uri):
+    from alertlake.lake import delta_location_of
+
+    if RustTable.is_deltatable(delta_location_of(uri)):
         return
     writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
     writer = writer.option("delta.enableDeletionVectors", "false")
@@ -160,7 +166,7 @@ def ensure_table(
     try:
         (writer.partitionBy(partition) if partition else writer).save(uri)
     except Exception:
-        if not DeltaTable.isDeltaTable(spark, uri):  # another job creating it at the same moment is fine
+        if not RustTable.is_deltatable(delta_location_of(uri)):  # another job creating it at once is fine
             raise
 
 

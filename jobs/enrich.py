@@ -185,6 +185,35 @@ def resolve_modules(
     return refs
 
 
+def modules_and_spark(
+    settings: Settings,
+    app_name: str,
+    spark: SparkSession | None = None,
+    pins: dict[str, str] | None = None,
+    fault_drill: Iterable[str] = (),
+) -> tuple[list[ModuleRef], SparkSession]:
+    """:func:`resolve_modules` and a Spark session (``spark``, or a new one named ``app_name``), the slow parts
+    overlapped: importing MLflow and the module classes (11 s of Python on a slow machine) runs in a thread
+    while the JVM starts (6-9 s, mostly in another process). MLflow's reachability is checked first, so an
+    unreachable server still fails before Spark starts."""
+    import threading
+
+    registry.require_mlflow(settings.mlflow_tracking_uri)
+    if spark is None:
+        from alertlake.spark import build_spark
+
+        def load() -> None:
+            import mlflow.pyfunc  # noqa: F401  (imported for its import time only)
+
+            registry.all_modules()
+
+        loading = threading.Thread(target=load, name="import-mlflow", daemon=True)
+        loading.start()
+        spark = build_spark(settings, app_name)
+        loading.join()  # a failed import raises again, with its traceback, in resolve_modules
+    return resolve_modules(settings, pins, fault_drill), spark
+
+
 # Executor side: each Python worker loads a model version once and keeps it for every later batch.
 _LOADED: dict[str, ScienceModule] = {}
 
@@ -601,11 +630,7 @@ def run(
     Queries are named (and checkpointed) ``enrich_<survey><name_suffix>``.
     """
     settings = settings or get_settings()
-    refs = resolve_modules(settings, pins, fault_drill)
-    if spark is None:
-        from alertlake.spark import build_spark
-
-        spark = build_spark(settings, "alertlake-enrich")
+    refs, spark = modules_and_spark(settings, "alertlake-enrich", spark, pins, fault_drill)
     started = [
         start(spark, settings, s, refs, trigger, interval, max_files, f"enrich_{s}{name_suffix}") for s in surveys
     ]
@@ -647,11 +672,7 @@ def replay_enrich(
     except ValueError as exc:
         raise ValueError(f"night {night!r} is not a date YYYY-MM-DD ({exc})") from None
     settings = settings or get_settings()
-    refs = resolve_modules(settings, parse_pins(modules))
-    if spark is None:
-        from alertlake.spark import build_spark
-
-        spark = build_spark(settings, "alertlake-replay-enrich")
+    refs, spark = modules_and_spark(settings, "alertlake-replay-enrich", spark, parse_pins(modules))
     name = f"replay_enrich_{night.replace('-', '')}"
     job = EnrichJob(settings, app_id=name, refs=refs)
     job.prepare(spark)

@@ -188,11 +188,7 @@ def run(
     ``objects``: also keep gold.objects current in this process (a thread); off when ``jobs.objects`` runs
     beside it at low CPU priority (the real-time DAG), so that it never takes the pipeline's CPU."""
     settings = settings or get_settings()
-    refs = enrich.resolve_modules(settings)  # an unreachable MLflow fails here, before Spark starts
-    if spark is None:
-        from alertlake.spark import build_spark
-
-        spark = build_spark(settings, "alertlake-pipeline")
+    refs, spark = enrich.modules_and_spark(settings, "alertlake-pipeline", spark)  # MLflow down: fails first
     started = [start(spark, settings, s, refs, trigger, interval, max_offsets, topic_suffix) for s in surveys]
     if trigger == "available-now":
         for query, _ in started:  # objects after the alerts of this run are in silver
