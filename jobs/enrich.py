@@ -200,6 +200,8 @@ def modules_and_spark(
 
     registry.require_mlflow(settings.mlflow_tracking_uri)
     if spark is None:
+        import pyspark.sql  # noqa: F401  (before the thread starts: the two never import pyspark's modules at once)
+
         from alertlake.spark import build_spark
 
         def load() -> None:
