@@ -50,14 +50,21 @@ def delta_location_of(uri: str) -> str:
 
 
 def table_exists(settings: Settings, name: str) -> bool:
-    """True when the Delta table ``name`` exists, asked of the storage itself (delta-rs) each time.
+    """True when the Delta table ``name`` exists, asked of the storage itself (delta-rs) each time."""
+    return table_exists_at(table_uri(settings, name))
+
+
+def table_exists_at(uri: str) -> bool:
+    """True when a Delta table exists at the Spark URI ``uri``, asked of the storage itself (delta-rs).
 
     Spark's ``DeltaTable.isDeltaTable`` is not for polling: it caches the table's log on its first call, and
-    a table created afterwards by another process stays invisible to that Spark session.
+    a table created afterwards by another process stays invisible to that Spark session. Nor is it cheap: it
+    loads the table's snapshot, which for a table without checksum files (those delta-rs appends to, such as
+    ``gold.filter_hits``) is a Spark job, 4 s of a job's start on a slow machine.
     """
     from deltalake import DeltaTable
 
-    return bool(DeltaTable.is_deltatable(delta_location(settings, name)))
+    return bool(DeltaTable.is_deltatable(delta_location_of(uri)))
 
 
 def read_columns(

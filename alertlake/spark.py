@@ -147,17 +147,12 @@ def ensure_table(
     properties: dict[str, str] | None = None,
 ) -> None:
     """Create the Delta table at ``uri`` with ``schema`` (and table ``properties``) unless it exists, so
-    readers see it at once.
-
-    Whether it exists is asked of delta-rs: Spark's ``isDeltaTable`` loads the table's snapshot, which for a
-    table without checksum files (those delta-rs appends to, such as ``gold.filter_hits``) is a Spark job, 4 s
-    of a job's start on a slow machine."""
-    from deltalake import DeltaTable as RustTable
+    readers see it at once. Whether it exists is asked of delta-rs (:func:`alertlake.lake.table_exists_at`)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from alertlake.lake import delta_location_of
+    from alertlake.lake import table_exists_at
 
-    if RustTable.is_deltatable(delta_location_of(uri)):
+    if table_exists_at(uri):
         return
     writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
     writer = writer.option("delta.enableDeletionVectors", "false")
@@ -166,7 +161,7 @@ def ensure_table(
     try:
         (writer.partitionBy(partition) if partition else writer).save(uri)
     except Exception:
-        if not RustTable.is_deltatable(delta_location_of(uri)):  # another job creating it at once is fine
+        if not table_exists_at(uri):  # another job creating it at the same moment is fine
             raise
 
 

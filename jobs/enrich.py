@@ -198,8 +198,8 @@ def modules_and_spark(
     unreachable server still fails before Spark starts."""
     import threading
 
-    registry.require_mlflow(settings.mlflow_tracking_uri)
     if spark is None:
+        registry.require_mlflow(settings.mlflow_tracking_uri)  # resolve_modules asks again; this one is first
         import pyspark.sql  # noqa: F401  (before the thread starts: the two never import pyspark's modules at once)
 
         from alertlake.spark import build_spark
