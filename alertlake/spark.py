@@ -22,7 +22,6 @@ log = logging.getLogger("alertlake.spark")
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
@@ -130,39 +129,6 @@ def kafka_options(settings: Settings) -> dict[str, str]:
             f'{module} required username="{settings.kafka_username}" password="{password}";'
         )
     return opts
-
-
-#: Delta properties of the tables a stream appends to every second or two (bronze, silver): a checkpoint every
-#: 100 commits, not 10. Spark writes the checkpoint inside the commit that reaches it, which for these wide
-#: schemas took 3-5 s on bronze and turned a 9 s silver write into 30 s: one batch in ten stalled the stream.
-#: Readers replay at most 99 small JSON commits instead of 9.
-STREAMED_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
-
-
-def ensure_table(
-    spark: SparkSession,
-    uri: str,
-    schema: pa.Schema,
-    partition: str | None = None,
-    properties: dict[str, str] | None = None,
-) -> None:
-    """Create the Delta table at ``uri`` with ``schema`` (and table ``properties``) unless it exists, so
-    readers see it at once. Whether it exists is asked of delta-rs (:func:`alertlake.lake.table_exists_at`)."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    from alertlake.lake import table_exists_at
-
-    if table_exists_at(uri):
-        return
-    writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
-    writer = writer.option("delta.enableDeletionVectors", "false")
-    for key, value in (properties or {}).items():
-        writer = writer.option(key, value)
-    try:
-        (writer.partitionBy(partition) if partition else writer).save(uri)
-    except Exception:
-        if not table_exists_at(uri):  # another job creating it at the same moment is fine
-            raise
 
 
 def start_stream(

@@ -61,9 +61,9 @@ import pyarrow as pa
 
 from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, schema_key, stream_schema
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
-from alertlake.lake import append_once, delta_location, read_columns, table_exists, table_uri
+from alertlake.lake import append_once, delta_location, ensure_table, read_columns, table_exists, table_uri
 from alertlake.settings import Settings, get_settings, job_settings
-from alertlake.spark import Query, ensure_table, start_stream, supervise
+from alertlake.spark import Query, start_stream, supervise
 from jobs import objects
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class DistributeJob:
         from alertlake import trino
         from alertlake.kafka import ensure_topic
 
-        ensure_table(spark, self.hits_uri, FILTER_HITS_SCHEMA, "night")
+        ensure_table(self.hits_uri, FILTER_HITS_SCHEMA, "night")
         if silver_schema is not None:
             self.filters = check_sql_with_spark(spark, self.filters, silver_schema)
         for topic in self.topics():

@@ -423,14 +423,14 @@ class BatchFigures:
         )
 
 
-def ensure_silver(spark: SparkSession, settings: Settings, refs: Sequence[ModuleRef]) -> None:
+def ensure_silver(settings: Settings, refs: Sequence[ModuleRef]) -> None:
     """Create ``silver.alerts`` (partitioned by night) and the bronze tables it reads, if missing."""
-    from alertlake.spark import STREAMED_TABLE_PROPERTIES, ensure_table
+    from alertlake.lake import STREAMED_TABLE_PROPERTIES, ensure_table
     from jobs.ingest import ensure_bronze
 
     for survey in SURVEYS:
-        ensure_bronze(spark, settings, survey)
-    ensure_table(spark, table_uri(settings, SILVER), silver_schema(refs), "night", STREAMED_TABLE_PROPERTIES)
+        ensure_bronze(settings, survey)
+    ensure_table(table_uri(settings, SILVER), silver_schema(refs), "night", STREAMED_TABLE_PROPERTIES)
 
 
 def _sql_list(values: Iterable[str]) -> str:
@@ -473,7 +473,7 @@ class EnrichJob:
         """Create the tables if needed and expose silver in Trino."""
         from alertlake import trino
 
-        ensure_silver(spark, self.settings, self.refs)
+        ensure_silver(self.settings, self.refs)
         trino.register_tables(self.settings, [SILVER])
 
     def write_batch(

@@ -127,3 +127,46 @@ def test_mlflow_register_alias_and_load(services: Settings, tmp_path: Path) -> N
     out = loaded.predict(sample)
     assert list(out.columns) == ["flux"]
     assert out["flux"].tolist() == pytest.approx([10 ** (-0.4 * (m - 31.4)) for m in sample["mag"]])
+
+
+def _first_commit(path: Path) -> dict:
+    actions: dict = {}
+    for line in (path / "_delta_log" / f"{0:020d}.json").read_text().splitlines():
+        actions.update(json.loads(line))
+    meta = actions["metaData"]
+    return {
+        "protocol": actions["protocol"],
+        "schema": json.loads(meta["schemaString"]),
+        "partitionColumns": meta["partitionColumns"],
+        "configuration": meta["configuration"],
+        "actions": sorted(actions),
+    }
+
+
+def test_tables_created_by_delta_rs_are_those_spark_would_create(spark: SparkSession, tmp_path: Path) -> None:
+    """The lake's tables are created by delta-rs (milliseconds, no Spark job): their first commit must be the one a
+    Spark append of no rows writes, so that Spark, Trino and delta-rs see the same table either way."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from alertlake.lake import STREAMED_TABLE_PROPERTIES, ensure_table
+    from jobs import distribute, enrich, ingest
+
+    tables = {
+        "bronze_ztf": (ingest.bronze_schema("ztf"), "night", ingest.BRONZE_PROPERTIES),
+        "bronze_lsst": (ingest.bronze_schema("lsst"), "night", ingest.BRONZE_PROPERTIES),
+        "quarantine": (ingest.QUARANTINE_SCHEMA, None, {}),
+        "silver": (enrich.silver_schema([]), "night", STREAMED_TABLE_PROPERTIES),
+        "filter_hits": (distribute.FILTER_HITS_SCHEMA, "night", {}),
+    }
+    for name, (schema, partition, properties) in tables.items():
+        by_spark, by_rs = tmp_path / "spark" / name, tmp_path / "delta-rs" / name
+        writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
+        for key, value in {"delta.enableDeletionVectors": "false", **properties}.items():
+            writer = writer.option(key, value)
+        (writer.partitionBy(partition) if partition else writer).save(f"file://{by_spark}")
+        ensure_table(f"file://{by_rs}", schema, partition, properties)
+        ensure_table(f"file://{by_rs}", schema, partition, properties)  # exists: nothing written
+        assert _first_commit(by_rs) == _first_commit(by_spark), name
+        assert [p.name for p in (by_rs / "_delta_log").glob("*.json")] == [f"{0:020d}.json"]
+        read = spark.read.format("delta").load(f"file://{by_rs}")
+        assert read.schema == spark.read.format("delta").load(f"file://{by_spark}").schema, name
