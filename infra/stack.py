@@ -516,7 +516,7 @@ def mlflow_service(s: Settings) -> Service:
         [url.port or 5000],
         procs,
         lambda: http_ok(f"{s.mlflow_tracking_uri}/health"),
-        start_timeout=90,
+        start_timeout=120,
     )
 
 
@@ -713,7 +713,7 @@ def trino_service(s: Settings) -> Service:
         except (urllib.error.URLError, OSError, ValueError):
             return False
 
-    return Service("trino", s.trino_url, [port, tls_port], procs, healthy, prepare, start_timeout=180)
+    return Service("trino", s.trino_url, [port, tls_port], procs, healthy, prepare, start_timeout=240)
 
 
 def trino_catalog_properties(s: Settings) -> str:
@@ -792,7 +792,7 @@ def airflow_service(s: Settings) -> Service:
         return http_ok(f"{s.airflow_url}/api/v2/monitor/health", check=all_healthy)
 
     return Service(
-        "airflow", s.airflow_url, [urlparse(s.airflow_url).port or 8080], procs, healthy, prepare, start_timeout=180
+        "airflow", s.airflow_url, [urlparse(s.airflow_url).port or 8080], procs, healthy, prepare, start_timeout=240
     )
 
 
@@ -819,42 +819,49 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start(s: Settings, svc: Service) -> None:
+def launch(s: Settings, svc: Service) -> bool:
+    """Prepare and spawn ``svc`` unless it runs; False when it already runs and is healthy (configured again)."""
     if running_pids(s, svc):
         if svc.healthy():
             log(f"{svc.name}: already running and healthy at {svc.url}")
             svc.configure()
-            return
+            return False
         log(f"{svc.name}: running but not healthy yet, waiting")
-    else:
-        for port in svc.ports:
-            owner = port_owner(port)
-            if owner:
-                raise StackError(
-                    f"{svc.name}: port {port} is already in use by {owner}; stop it or change the "
-                    f"port in ALERTLAKE_* settings"
-                )
-        svc.prepare()
-        (s.state_dir / "run").mkdir(parents=True, exist_ok=True)
-        (s.state_dir / "logs").mkdir(parents=True, exist_ok=True)
-        for proc in svc.procs():
-            logfile = svc.logfile(s, proc.name)
-            with logfile.open("ab") as out:
-                p = subprocess.Popen(
-                    proc.cmd,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env={**os.environ, **proc.env},
-                    cwd=proc.cwd,
-                    start_new_session=True,
-                )
-            svc.pidfile(s, proc.name).write_text(str(p.pid))
-        log(f"{svc.name}: started, waiting for health at {svc.url}")
-    deadline = time.monotonic() + svc.start_timeout
+        return True
+    for port in svc.ports:
+        owner = port_owner(port)
+        if owner:
+            raise StackError(
+                f"{svc.name}: port {port} is already in use by {owner}; stop it or change the "
+                f"port in ALERTLAKE_* settings"
+            )
+    svc.prepare()
+    (s.state_dir / "run").mkdir(parents=True, exist_ok=True)
+    (s.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for proc in svc.procs():
+        logfile = svc.logfile(s, proc.name)
+        with logfile.open("ab") as out:
+            p = subprocess.Popen(
+                proc.cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **proc.env},
+                cwd=proc.cwd,
+                start_new_session=True,
+            )
+        svc.pidfile(s, proc.name).write_text(str(p.pid))
+    log(f"{svc.name}: started, waiting for health at {svc.url}")
+    return True
+
+
+def await_healthy(s: Settings, svc: Service, since: float) -> None:
+    """Wait until ``svc`` (launched at monotonic time ``since``) is healthy, then configure it; stop it and raise
+    with the tail of its logs if it is not healthy within its start timeout or one of its processes died."""
+    deadline = since + svc.start_timeout  # from the launch: start-ups overlap, so these allow for each other
     while time.monotonic() < deadline:
         if svc.healthy():
-            log(f"{svc.name}: healthy at {svc.url}")
+            log(f"{svc.name}: healthy at {svc.url} ({time.monotonic() - since:.0f} s)")
             svc.configure()
             return
         alive = running_pids(s, svc)
@@ -866,6 +873,19 @@ def start(s: Settings, svc: Service) -> None:
     logs = "\n".join(f"--- tail of {svc.logfile(s, p.name)} ---\n{tail(svc.logfile(s, p.name))}" for p in svc.procs())
     stop(s, svc)
     raise StackError(f"{svc.name} did not become healthy within {svc.start_timeout:.0f}s\n{logs}")
+
+
+def start_all(s: Settings, svcs: list[Service]) -> None:
+    """Start ``svcs`` side by side: each is launched in turn (a launch only prepares and spawns, except Airflow's
+    database migration), then each is waited for. Kafka's, Trino's and MLflow's start-ups overlap each other and
+    Airflow's migration, instead of each waiting for the previous service's health."""
+    launched = []
+    for svc in svcs:
+        since = time.monotonic()
+        if launch(s, svc):
+            launched.append((svc, since))
+    for svc, since in launched:
+        await_healthy(s, svc, since)
 
 
 def stop(s: Settings, svc: Service) -> None:
@@ -935,8 +955,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "install":
             install(s, args.update_lock)
         elif args.action == "up":
-            for name in names:
-                start(s, services(s)[name])
+            start_all(s, [services(s)[name] for name in names])
         elif args.action == "down":
             for name in reversed(names):
                 stop(s, services(s)[name])
