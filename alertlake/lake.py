@@ -104,8 +104,9 @@ def ensure_table(
 
     Created by delta-rs, not Spark: the first commit is the same (same protocol, schema, partitioning and
     properties as a Spark append of no rows, deletion vectors off), and it costs milliseconds, where Spark
-    spent a job per table, 13-18 s of a job's first start on a fresh lake on a slow machine. Another process
-    creating the same table at the same moment is not an error."""
+    spent a job per table, 13-18 s of a job's first start on a fresh lake on a slow machine. Spark's first load of
+    such a table, which has no checksum file until Spark's first commit to it, is a small job (0.5-7 s, once).
+    Another process creating the same table at the same moment is not an error."""
     from deltalake import DeltaTable
 
     if table_exists_at(uri):
