@@ -878,14 +878,17 @@ def await_healthy(s: Settings, svc: Service, since: float) -> None:
 def start_all(s: Settings, svcs: list[Service]) -> None:
     """Start ``svcs`` side by side: each is launched in turn (a launch only prepares and spawns, except Airflow's
     database migration), then each is waited for. Kafka's, Trino's and MLflow's start-ups overlap each other and
-    Airflow's migration, instead of each waiting for the previous service's health."""
+    Airflow's migration, instead of each waiting for the previous service's health. If one cannot be launched,
+    those already launched are still waited for (and configured) before its error is raised."""
     launched = []
-    for svc in svcs:
-        since = time.monotonic()
-        if launch(s, svc):
-            launched.append((svc, since))
-    for svc, since in launched:
-        await_healthy(s, svc, since)
+    try:
+        for svc in svcs:
+            since = time.monotonic()
+            if launch(s, svc):
+                launched.append((svc, since))
+    finally:
+        for svc, since in launched:
+            await_healthy(s, svc, since)
 
 
 def stop(s: Settings, svc: Service) -> None:
