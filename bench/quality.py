@@ -82,7 +82,7 @@ def main() -> int:
     base.count()
     refs = resolve_modules(settings)
     job = EnrichJob(settings, app_id="bench", refs=refs)
-    job.prepare(spark)
+    job.prepare()
 
     def batch(batch_id: int, gate: bool) -> dict[str, Any]:
         """One micro-batch through the job; its alert ids are new to silver (offset by the batch id)."""

@@ -469,7 +469,7 @@ class EnrichJob:
     def silver_uri(self) -> str:
         return table_uri(self.settings, SILVER)
 
-    def prepare(self, spark: SparkSession) -> None:
+    def prepare(self) -> None:
         """Create the tables if needed and expose silver in Trino."""
         from alertlake import trino
 
@@ -604,7 +604,7 @@ def start(
 
     name = name or f"enrich_{survey}"
     job = EnrichJob(settings, app_id=name, refs=refs)
-    job.prepare(spark)
+    job.prepare()
     source = (
         spark.readStream.format("delta")
         .option("maxFilesPerTrigger", str(max_files))
@@ -677,7 +677,7 @@ def replay_enrich(
     refs, spark = modules_and_spark(settings, "alertlake-replay-enrich", spark, parse_pins(modules))
     name = f"replay_enrich_{night.replace('-', '')}"
     job = EnrichJob(settings, app_id=name, refs=refs)
-    job.prepare(spark)
+    job.prepare()
     silver = DeltaTable.forPath(spark, job.silver_uri)
     before = int(silver.history(1).select("version").first()[0])  # type: ignore[index]
     parts = [

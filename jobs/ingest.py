@@ -393,7 +393,7 @@ class IngestJob:
     def quarantine_uri(self) -> str:
         return table_uri(self.settings, QUARANTINE)
 
-    def prepare(self, spark: SparkSession) -> None:
+    def prepare(self) -> None:
         """Create the job's tables if needed and expose them in Trino when it is reachable."""
         from alertlake import trino
 
@@ -803,7 +803,7 @@ def start(
         begin, end = night_window(survey, replay_night)
         reader = reader.option("startingTimestamp", str(int(begin.timestamp() * 1000)))
         job.until = end
-    job.prepare(spark)
+    job.prepare()
     warm_up(spark, survey, job.max_bytes, settings.ingest_warm_up_alerts)
     decoded = decode_messages(reader.load(), survey, job.max_bytes)
     return start_stream(settings, decoded, name, job.write_batch, trigger, interval)

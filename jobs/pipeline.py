@@ -147,14 +147,14 @@ def start(
     name = app_id(survey)
     ingest_job = ingest.IngestJob(settings, survey, app_id=name, topic=survey_topic(settings, survey))
     enrich_job = enrich.EnrichJob(settings, app_id=name, refs=refs)
-    enrich_job.prepare(spark)
+    enrich_job.prepare()
     silver = spark.read.format("delta").load(table_uri(settings, enrich.SILVER))
     filters = load_filters(filters_dir, columns=silver.columns)
     for flt, reason in filters.rejected.items():
         log.error("filter %s not distributed: %s", flt, reason)
     distribute_job = distribute.DistributeJob(settings, filters, app_id=name, topic_suffix=topic_suffix)
     distribute_job.prepare(spark, silver.schema)
-    ingest_job.prepare(spark)
+    ingest_job.prepare()
     ingest_job.behind = ingest.BronzeBehind(spark, settings, name)
     ingest_job.recover(spark)
     ingest.warm_up(

@@ -34,7 +34,7 @@ def ingest(spark: SparkSession, lake: Settings, topic: str, app_id: str) -> None
     from jobs.ingest import IngestJob, decode_messages
 
     job = IngestJob(lake, "ztf", app_id=app_id, topic=topic)
-    job.prepare(spark)
+    job.prepare()
     kafka = (
         spark.readStream.format("kafka")
         .options(**kafka_options(lake))
