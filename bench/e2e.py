@@ -359,6 +359,11 @@ def main() -> int:
     args = parser.parse_args()
 
     modes = ["pipeline", "jobs"] if args.mode == "both" else [args.mode]
+    from jobs.enrich import ensure_registered
+
+    # As the real-time DAG does: a module with no champion yet (a fresh set-up) is registered first, so the jobs
+    # do not stop at start-up for want of one.
+    print(f"science modules: {ensure_registered()}")
     runs: dict[str, dict[str, Any]] = {}
     for mode in modes:
         outcome = run(args, mode)
