@@ -510,7 +510,6 @@ class EnrichJob:
         verdict is recorded *before* the rows are committed, so a reader of silver never sees rows whose batch
         has no verdict yet (distribution would have to skip them as unchecked).
         """
-        from pyspark.sql import functions as F
 
         t0 = time.monotonic()
         spark = bronze.sparkSession
@@ -521,21 +520,7 @@ class EnrichJob:
             if mode.startswith("append") and not figures.rows:
                 return figures
             t_enriched = time.monotonic()
-            out = rows
-            if mode == "append":
-                # Keyed insert: only the batch's keys already in silver (usually none) are looked up, then dropped.
-                # The id range lets Delta skip every file of the night whose ids lie outside it (alert ids grow
-                # through a night, so a stream's earlier files rarely overlap a new batch).
-                low, high = figures.alert_ids or (0, -1)
-                existing = (
-                    spark.read.format("delta")
-                    .load(self.silver_uri)
-                    .where(F.col("night").isin(figures.nights) & F.col("survey").isin(figures.surveys))
-                    .where(F.col("alert_id").between(low, high))
-                    .select(*KEY)
-                    .join(F.broadcast(rows.select(*KEY)), list(KEY), "left_semi")
-                )
-                out = rows.join(F.broadcast(existing), list(KEY), "left_anti")
+            out = self._not_in(rows, figures, self.silver_uri) if mode == "append" else rows
             meta = self._meta(key, figures)
             verdict = gate(spark, self.settings, rows, key, figures, plan) if plan is not None else None
             t_gated = time.monotonic()
@@ -553,6 +538,37 @@ class EnrichJob:
             return figures
         finally:
             rows.unpersist()
+
+    @staticmethod
+    def _not_in(rows: DataFrame, figures: BatchFigures, uri: str) -> DataFrame:
+        """Keyed insert: ``rows`` less those whose key is already in the Delta table at ``uri``. Only the batch's
+        keys already there (usually none) are looked up. The id range lets Delta skip every file of the night
+        whose ids lie outside it (alert ids grow through a night, so a stream's earlier files rarely overlap a new
+        batch)."""
+        from pyspark.sql import functions as F
+
+        low, high = figures.alert_ids or (0, -1)
+        existing = (
+            rows.sparkSession.read.format("delta")
+            .load(uri)
+            .where(F.col("night").isin(figures.nights) & F.col("survey").isin(figures.surveys))
+            .where(F.col("alert_id").between(low, high))
+            .select(*KEY)
+            .join(F.broadcast(rows.select(*KEY)), list(KEY), "left_semi")
+        )
+        return rows.join(F.broadcast(existing), list(KEY), "left_anti")
+
+    def warm_up_write(self, rows: DataFrame, figures: BatchFigures, scratch: str) -> None:
+        """Write ``rows`` to a scratch Delta table at ``scratch`` as a batch is written to silver (a keyed insert,
+        once the table exists), so that a job's first batch does not compile the write paths."""
+        from deltalake import DeltaTable
+
+        if DeltaTable.is_deltatable(scratch):
+            self._not_in(rows, figures, scratch).write.format("delta").mode("append").options(**WRITE_OPTIONS).option(
+                "mergeSchema", "true"
+            ).save(scratch)
+        else:
+            rows.write.format("delta").mode("append").options(**WRITE_OPTIONS).partitionBy("night").save(scratch)
 
     def _meta(self, key: str, figures: BatchFigures) -> dict[str, Any]:
         return {
