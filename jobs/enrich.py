@@ -510,7 +510,6 @@ class EnrichJob:
         verdict is recorded *before* the rows are committed, so a reader of silver never sees rows whose batch
         has no verdict yet (distribution would have to skip them as unchecked).
         """
-
         t0 = time.monotonic()
         spark = bronze.sparkSession
         rows = silver_rows(bronze, self.refs, key).persist()
@@ -564,11 +563,10 @@ class EnrichJob:
         from deltalake import DeltaTable
 
         if DeltaTable.is_deltatable(scratch):
-            self._not_in(rows, figures, scratch).write.format("delta").mode("append").options(**WRITE_OPTIONS).option(
-                "mergeSchema", "true"
-            ).save(scratch)
+            writer = self._not_in(rows, figures, scratch).write.option("mergeSchema", "true")
         else:
-            rows.write.format("delta").mode("append").options(**WRITE_OPTIONS).partitionBy("night").save(scratch)
+            writer = rows.write.partitionBy("night")
+        writer.format("delta").mode("append").options(**WRITE_OPTIONS).save(scratch)
 
     def _meta(self, key: str, figures: BatchFigures) -> dict[str, Any]:
         return {
