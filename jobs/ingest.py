@@ -319,7 +319,7 @@ def warm_up(
     max_bytes: int | None,
     alerts: int,
     rounds: int = 2,
-    downstream: Callable[[DataFrame], None] | None = None,
+    downstream: Callable[[DataFrame, str | None], None] | None = None,
 ) -> None:
     """Run the batch path (Python decoder, ``from_avro`` of every version, the bronze projection and its
     Delta write) over the survey's sample alerts before the stream starts.
@@ -331,7 +331,8 @@ def warm_up(
     Delta table that is then deleted (Spark's ``noop`` sink when Spark is not local, as executors could not
     share a temporary folder). Skipped when ``alerts`` is 0, and with a note when no sample alert is found.
     ``downstream`` (the real-time pipeline's later stages) is run on the accepted rows (``canonical``,
-    ``kafka_timestamp``) in each round too.
+    ``kafka_timestamp``) in each round too, with the temporary folder it may write its own tables in (None when
+    Spark is not local).
     """
     from pyspark.sql import functions as F
 
@@ -359,11 +360,13 @@ def warm_up(
     with tempfile.TemporaryDirectory(prefix="alertlake-warm-up-") as tmp:
         for _ in range(rounds):
             if local:
-                bronze.write.format("delta").mode("append").options(**WRITE_OPTIONS).partitionBy("night").save(tmp)
+                bronze.write.format("delta").mode("append").options(**WRITE_OPTIONS).partitionBy("night").save(
+                    f"{tmp}/bronze"
+                )
             else:
                 bronze.write.format("noop").mode("overwrite").save()
             if downstream is not None:
-                downstream(good.select("canonical", "kafka_timestamp"))
+                downstream(good.select("canonical", "kafka_timestamp"), tmp if local else None)
     log.info("warmed up on %d sample alerts x %d in %.1f s", len(samples), copies, time.monotonic() - t0)
 
 

@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,19 +104,19 @@ class PipelineJob:
 
 
 def warm_up_stages(
-    enrichment: enrich.EnrichJob, distribution: distribute.DistributeJob, scratch: str | None = None
-) -> Callable[[DataFrame], None]:
+    enrichment: enrich.EnrichJob, distribution: distribute.DistributeJob
+) -> Callable[[DataFrame, str | None], None]:
     """What the pipeline adds to the ingestion warm-up, on the sample alerts: enrichment, so every Python worker
     has loaded the module versions before the first real batch (9.7 s of enrichment for the first 1,310 alerts of
     a cold run, against 2.3 s for 20,000 once warm), then the quality gate's aggregates and checks (nothing
     recorded) and the filters with the Avro encoding of what they select (nothing sent). With these two, the first
     batch of a benchmark run distributed in 0.4-0.5 s instead of 1.0 s; its enrichment still took 2.3-2.8 s for
-    about 900 alerts (against 1.0 s for 7,400 once warm). With ``scratch`` (a local folder), the enriched rows
-    are also written there as silver is (a Delta table the caller deletes), so the first batch's silver write
-    does not compile its paths either."""
+    about 900 alerts (against 1.0 s for 7,400 once warm). Given the warm-up's temporary folder (Spark local), the
+    enriched rows are also written in it as silver is, so the first batch's silver write does not compile its paths
+    either."""
     from alertlake import quality
 
-    def run(accepted: DataFrame) -> None:
+    def run(accepted: DataFrame, scratch: str | None) -> None:
         rows = enrich.silver_rows(accepted, enrichment.refs, "warm-up").persist()
         try:
             plan = quality.gate_plan(enrich.SILVER, rows)
@@ -128,7 +127,7 @@ def warm_up_stages(
                 )
                 distribution.warm_up(rows)
                 if scratch is not None:
-                    enrichment.warm_up_write(rows, figures, scratch)
+                    enrichment.warm_up_write(rows, figures, f"{scratch}/silver")
             except Exception:  # warming up is an optimisation: never a reason not to start
                 log.warning(
                     "warm-up of the gate, the filters or the silver write failed; the first batch will be slower",
@@ -167,15 +166,13 @@ def start(
     ingest_job.prepare()
     ingest_job.behind = ingest.BronzeBehind(spark, settings, name)
     ingest_job.recover(spark)
-    local = (spark.sparkContext.master or "").startswith("local")  # executors could not share a temporary folder
-    with tempfile.TemporaryDirectory(prefix="alertlake-warm-up-silver-") as scratch:
-        ingest.warm_up(
-            spark,
-            survey,
-            ingest_job.max_bytes,
-            settings.ingest_warm_up_alerts,
-            downstream=warm_up_stages(enrich_job, distribute_job, f"{scratch}/silver" if local else None),
-        )
+    ingest.warm_up(
+        spark,
+        survey,
+        ingest_job.max_bytes,
+        settings.ingest_warm_up_alerts,
+        downstream=warm_up_stages(enrich_job, distribute_job),
+    )
     reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
     decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes)
     job = PipelineJob(ingest_job, enrich_job, distribute_job)
