@@ -816,6 +816,41 @@ def cached_model(cache_dir: Path, tracking_uri: str, name: str, version: int, ru
     return target
 
 
+@dataclass(frozen=True)
+class SavedModule:
+    """What MLflow's pyfunc loader rebuilds a science module from, read once from a downloaded model folder: the
+    module's name, its registered params and the local path of each artifact."""
+
+    name: str
+    params: dict[str, Any]
+    artifacts: dict[str, str]
+
+    @classmethod
+    def read(cls, model_dir: Path) -> SavedModule:
+        """Read ``model_dir`` (a registered version, as :func:`cached_model` downloads it) without loading it:
+        the ``MLmodel`` file gives the artifacts, the pickled wrapper the module name and params. Unpickling the
+        wrapper imports ``mlflow.pyfunc`` (its base class): a driver-side step."""
+        import cloudpickle
+        import yaml
+
+        conf = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["python_function"]
+        with open(model_dir / conf["python_model"], "rb") as f:
+            wrapper = cloudpickle.load(f)
+        name, params = getattr(wrapper, "module_name", None), getattr(wrapper, "params", None)
+        if not isinstance(name, str) or not isinstance(params, dict):
+            raise ModuleError(f"{model_dir} does not hold an AlertLake science module (no module name and params)")
+        artifacts = {k: str(model_dir / v["path"]) for k, v in (conf.get("artifacts") or {}).items()}
+        return cls(name, dict(params), artifacts)
+
+    def instantiate(self) -> ScienceModule:
+        """The module as MLflow's loader makes it (``Cls(params)``, then ``load(artifacts)``), without importing
+        MLflow: the enrichment's Python workers save ``import mlflow.pyfunc`` (5.6-5.9 s each on a slow machine).
+        As with MLflow's loader after :func:`all_modules`, the class is this checkout's."""
+        module = get(self.name)(self.params)
+        module.load({k: Path(v) for k, v in self.artifacts.items()})
+        return module
+
+
 def load(name: str, ref: str | int = "champion") -> LoadedModule:
     """Load module ``name`` at ``ref`` (an alias such as ``champion`` or a version number) from MLflow.
 

@@ -144,3 +144,44 @@ def test_sample_alerts_without_shared_data_is_a_clear_error(tmp_path: Path, monk
             sample_alerts()
     finally:
         _sample_canonical.cache_clear()
+
+
+def test_saved_module_is_what_mlflow_loads(tmp_path: Path) -> None:
+    """A saved pyfunc folder read without MLflow's loader (as the enrichment's Python workers do) gives the
+    module MLflow would give: same class, registered params (not the defaults), artifact paths in the folder."""
+    import mlflow.pyfunc
+
+    artifact = tmp_path / "catalogue.txt"
+    artifact.write_text("not read by sso")
+    params = {"max_distance_arcsec": 2.5, "trust_association_without_distance": False}
+    model_dir = tmp_path / "model"
+    mlflow.pyfunc.save_model(
+        str(model_dir),
+        python_model=registry._build_pyfunc_wrapper("sso", params),
+        artifacts={"catalogue": str(artifact)},
+        pip_requirements=["mlflow"],
+    )
+    saved = registry.SavedModule.read(model_dir)
+    assert saved.name == "sso" and saved.params == params
+    assert set(saved.artifacts) == {"catalogue"}
+    assert Path(saved.artifacts["catalogue"]).read_text() == "not read by sso"
+    assert Path(saved.artifacts["catalogue"]).is_relative_to(model_dir)
+
+    ours = saved.instantiate()
+    theirs = mlflow.pyfunc.load_model(str(model_dir)).unwrap_python_model().module
+    assert type(ours) is type(theirs) is registry.get("sso")
+    assert ours.params == theirs.params and ours.params.model_dump() == params
+    alerts = registry.sample_alerts()[list(ours.inputs)]
+    pd.testing.assert_frame_equal(ours.predict(alerts), theirs.predict(alerts))
+
+
+def test_saved_module_rejects_a_foreign_model(tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    class Foreign(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    mlflow.pyfunc.save_model(str(tmp_path / "m"), python_model=Foreign(), pip_requirements=["mlflow"])
+    with pytest.raises(ModuleError, match="does not hold an AlertLake science module"):
+        registry.SavedModule.read(tmp_path / "m")
