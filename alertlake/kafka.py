@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from alertlake.settings import Settings
@@ -48,6 +50,64 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     }
     conf.update(overrides)
     return Consumer(conf)
+
+
+def fetch_values(
+    settings: Settings, coords: Iterable[tuple[str, int, int]], timeout: float = 10.0
+) -> dict[tuple[str, int, int], bytes | None]:
+    """The value of the message at each Kafka coordinate (topic, partition, offset), read one at a time by a
+    consumer that fetches little ahead: for a few scattered messages, much less than reading their whole offset
+    range. ``None`` where the broker holds no such message (an offset out of its range, removed by retention, an
+    unknown partition), none came within ``timeout``, or the value is null."""
+    from confluent_kafka import TopicPartition
+
+    fetcher = consumer(
+        settings,
+        f"alertlake-fetch-{uuid.uuid4().hex[:12]}",  # assigned, never committed: the group keeps no state
+        **{
+            "queued.min.messages": 1,
+            "max.partition.fetch.bytes": 256 * 1024,
+            "fetch.wait.max.ms": 50,
+            # Once it holds queued.min.messages, the client waits this long before its next fetch (default 1 s):
+            # with a new assignment per message, each took 1 s instead of 10 ms.
+            "fetch.queue.backoff.ms": 1,
+            "auto.offset.reset": "error",  # an offset out of range is reported, not replaced by the earliest
+        },
+    )
+    found: dict[tuple[str, int, int], bytes | None] = {}
+    held: dict[tuple[str, int], tuple[int, int]] = {}  # (topic, partition) -> offsets the broker holds
+    try:
+        for topic, partition, offset in sorted(set(coords)):
+            found[(topic, partition, offset)] = None
+            if (topic, partition) not in held:
+                try:
+                    held[(topic, partition)] = fetcher.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=timeout
+                    )
+                except KafkaException:  # no such topic or partition
+                    held[(topic, partition)] = (0, 0)
+            low, high = held[(topic, partition)]
+            if not low <= offset < high:
+                continue
+            fetcher.assign([TopicPartition(topic, partition, offset)])
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                message = fetcher.poll(min(0.5, timeout))
+                if message is None:
+                    continue
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._AUTO_OFFSET_RESET:  # removed meanwhile
+                        break
+                    continue  # transient (the client retries): wait until the deadline
+                at = message.offset()
+                if at == offset:
+                    found[(topic, partition, offset)] = message.value()
+                if at is not None and at >= offset:  # past it: the offset holds no message (compacted or removed)
+                    break
+    finally:
+        fetcher.close()
+    return found
 
 
 def admin(settings: Settings) -> AdminClient:

@@ -63,6 +63,10 @@ log = logging.getLogger("alertlake.ingest")
 
 QUARANTINE = "bronze.quarantine"
 COORDS = ("kafka_topic", "kafka_partition", "kafka_offset")  # where a message is in Kafka: its identity
+#: A batch's quarantine rows up to these many (and bytes of messages) are appended by delta-rs, more by Spark.
+QUARANTINE_COLLECT_ROWS = 2_000
+QUARANTINE_COLLECT_BYTES = 64 * 1024 * 1024
+DUPLICATE_COORDS = ("kafka_topic string", "kafka_partition int", "kafka_offset long")
 #: Fault injection for the pipeline's kill/restart test: ``before-bronze:<batch id>`` SIGKILLs the process once
 #: that batch's later stages (silver, filter topics) are done and before bronze is written (in the pipeline,
 #: once Spark has committed the batch to its checkpoint: see :class:`BronzeBehind`).
@@ -435,6 +439,7 @@ class IngestJob:
                     "night",
                     "schema_version",
                     (F.col("reason").isNull()).alias("ok"),
+                    F.coalesce(F.length("raw"), F.length("body"), F.lit(0)).alias("size"),
                 )
                 .toArrow()
                 .to_pylist()
@@ -457,18 +462,14 @@ class IngestJob:
             if counts["new"] < sum(k["ok"] for k in keys):  # good messages already in the lake, or duplicates
                 good = good.join(marks.select(*COORDS), list(COORDS), "left_anti")
             bronze_rows = to_bronze_rows(good, self.survey, versions, batch_id)
-            quarantined = batch.join(marks.where("status IN ('bad', 'duplicate')"), list(COORDS))
-            if counts["duplicate"]:
-                # The batch kept no raw bytes for good messages: read a duplicate's message again from Kafka
-                # (only the Kafka columns are selected, so nothing is decoded again).
-                duplicates = F.broadcast(marks.where("status = 'duplicate'").select(*COORDS))
-                originals = decoded.select(*COORDS, F.col("raw").alias("original")).join(
-                    duplicates, list(COORDS), "left_semi"
-                )
-                quarantined = quarantined.join(F.broadcast(originals), list(COORDS), "left").withColumn(
-                    "raw", F.coalesce("raw", "original")
-                )
-            quarantined = with_batch_values(quarantined, BATCH_VALUES, dt.datetime.now(dt.UTC), batch_id)
+            # Quarantine rows carry the message bytes; the batch kept them for bad messages only, so a duplicate's
+            # are read again from Kafka when the rows are appended (:meth:`_append_quarantine`).
+            quarantined = with_batch_values(
+                batch.join(marks.where("status IN ('bad', 'duplicate')"), list(COORDS)),
+                BATCH_VALUES,
+                dt.datetime.now(dt.UTC),
+                batch_id,
+            )
             quarantine_rows = quarantined.select(
                 F.lit(self.survey).alias("survey"),
                 *COORDS,
@@ -482,6 +483,8 @@ class IngestJob:
                 "ingest_time",
                 "ingest_batch",
             )
+            duplicates = sorted(c for c, (status, _) in plan.items() if status == "duplicate")
+            quarantine_bytes = sum(k["size"] for k in keys if plan[_coords(k)][0] in ("bad", "duplicate"))
             stamps = [k["kafka_timestamp"] for k in keys]
             # The batch's figures travel in the Delta commit itself (DESCRIBE HISTORY shows them): no extra write.
             meta = {
@@ -525,7 +528,7 @@ class IngestJob:
                     self._append(bronze_rows, self.bronze_uri, meta)
                     t_bronze = time.monotonic()
                     if meta["quarantine_rows"]:
-                        self._append(quarantine_rows, self.quarantine_uri, meta)
+                        self._append_quarantine(quarantine_rows, decoded, duplicates, quarantine_bytes, meta)
                     if keys:
                         log.info(
                             "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
@@ -643,6 +646,61 @@ class IngestJob:
             rows = read_columns(self.settings, QUARANTINE, list(COORDS), [("kafka_topic", "=", self.topic)])
             self._bad = {_coords(r) for r in rows.to_pylist()}
         return self._bad
+
+    def _append_quarantine(
+        self,
+        rows: DataFrame,
+        decoded: DataFrame,
+        duplicates: list[tuple[str, int, int]],
+        size: int,
+        meta: dict[str, Any],
+    ) -> None:
+        """Append a batch's quarantine ``rows`` (``size`` bytes of messages; ``raw`` still null for the
+        ``duplicates``, at these Kafka coordinates). Exactly once either way: a retried batch finds them in
+        quarantine (:meth:`classify`).
+
+        When they are few, they are collected and appended by delta-rs, and the duplicates' bytes fetched one by
+        one from Kafka on the driver: a Spark write of 80-200 rows (a job, statistics, the Delta log) and Spark's
+        read of the whole batch again from Kafka for its duplicates took 3-8 s a batch on a slow machine. More,
+        or a duplicate not found that way, go the Spark way."""
+        from deltalake import CommitProperties, WriterProperties, write_deltalake
+        from pyspark.sql import functions as F
+
+        from alertlake.kafka import fetch_values
+        from alertlake.lake import delta_location_of
+
+        if meta["quarantine_rows"] <= QUARANTINE_COLLECT_ROWS and size <= QUARANTINE_COLLECT_BYTES:
+            table = rows.toArrow().select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+            values = fetch_values(self.settings, duplicates) if duplicates else {}
+            if all(v is not None for v in values.values()):
+                if values:
+                    coords = zip(*(table.column(c).to_pylist() for c in COORDS), strict=True)
+                    raw = [values.get(c, r) for c, r in zip(coords, table.column("raw").to_pylist(), strict=True)]
+                    table = table.set_column(table.schema.get_field_index("raw"), "raw", pa.array(raw, pa.binary()))
+                write_deltalake(
+                    delta_location_of(self.quarantine_uri),
+                    table,
+                    mode="append",
+                    writer_properties=WriterProperties(compression="ZSTD"),  # as Spark writes the lake
+                    commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(meta)}),
+                )
+                return
+            missing = [c for c, v in values.items() if v is None]
+            log.warning(
+                "%s: %d duplicates not fetched from Kafka one by one (e.g. %s): reading the batch again",
+                self.app_id,
+                len(missing),
+                missing[:3],
+            )
+        if duplicates:  # only the Kafka columns of the batch are read again: nothing is decoded again
+            wanted = F.broadcast(rows.sparkSession.createDataFrame(duplicates, ", ".join(DUPLICATE_COORDS)))
+            originals = decoded.select(*COORDS, F.col("raw").alias("original")).join(wanted, list(COORDS), "left_semi")
+            rows = (
+                rows.join(F.broadcast(originals), list(COORDS), "left")
+                .withColumn("raw", F.coalesce("raw", "original"))
+                .select(*QUARANTINE_SCHEMA.names)
+            )
+        self._append(rows, self.quarantine_uri, meta)
 
     def _append(self, rows: DataFrame, uri: str, meta: dict[str, Any]) -> None:
         writer = rows.write.format("delta").mode("append").options(**WRITE_OPTIONS)
