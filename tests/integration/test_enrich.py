@@ -28,8 +28,9 @@ MODULES = ["features", "sso", "xmatch", "anomaly", "supernova"]
 VOLATILE = ("enrich_batch", "enrich_time")  # differ between two computations by design
 
 
-def ingest(spark: SparkSession, lake: Settings, topic: str, app_id: str) -> None:
-    """The real ingestion job (decoder + idempotent bronze writer) over a private topic, bounded."""
+def ingest(spark: SparkSession, lake: Settings, topic: str, app_id: str, max_offsets: int | None = None) -> None:
+    """The real ingestion job (decoder + idempotent bronze writer) over a private topic, bounded (micro-batches
+    of at most ``max_offsets`` messages if given)."""
     from alertlake.spark import kafka_options
     from jobs.ingest import IngestJob, decode_messages
 
@@ -40,6 +41,7 @@ def ingest(spark: SparkSession, lake: Settings, topic: str, app_id: str) -> None
         .options(**kafka_options(lake))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
+        .options(**({"maxOffsetsPerTrigger": str(max_offsets)} if max_offsets else {}))
         .load()
     )
     query = (

@@ -14,9 +14,9 @@ import pytest
 from deltalake import DeltaTable
 
 from alertlake import kafka
-from alertlake.lake import checkpoint_uri
 from alertlake.settings import Settings
 from alertlake.simulate import simulate
+from tests.integration.test_enrich import ingest
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -65,38 +65,13 @@ def _whole_topic(settings: Settings, topic: str) -> dict[tuple[str, int, int], b
         consumer.close()
 
 
-def _ingest(spark: SparkSession, lake: Settings, topic: str) -> None:
-    from alertlake.spark import kafka_options
-    from jobs.ingest import IngestJob, decode_messages
-
-    job = IngestJob(lake, "ztf", app_id="ingest_test_quarantine", topic=topic)
-    job.prepare()
-    kafka_stream = (
-        spark.readStream.format("kafka")
-        .options(**kafka_options(lake))
-        .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
-        .option("maxOffsetsPerTrigger", 400)
-        .load()
-    )
-    query = (
-        decode_messages(kafka_stream, "ztf", job.max_bytes)
-        .writeStream.foreachBatch(job.write_batch)
-        .option("checkpointLocation", checkpoint_uri(lake, "ingest_test_quarantine"))
-        .trigger(availableNow=True)
-        .start()
-    )
-    query.awaitTermination()
-    assert query.exception() is None
-
-
 @pytest.mark.parametrize("collect_rows", [2_000, -1], ids=["delta-rs", "spark"])
 def test_quarantine_keeps_kafka_bytes_both_ways(
     spark: SparkSession, services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, collect_rows: int
 ) -> None:
-    from jobs import ingest
+    from jobs import ingest as ingest_job
 
-    monkeypatch.setattr(ingest, "QUARANTINE_COLLECT_ROWS", collect_rows)
+    monkeypatch.setattr(ingest_job, "QUARANTINE_COLLECT_ROWS", collect_rows)
     prefix = f"test-quarantine-{uuid.uuid4().hex[:8]}-"
     lake = services.model_copy(
         update={"lake_root": str(tmp_path / "lake"), "topic_prefix": prefix, "trino_register": False}
@@ -105,7 +80,7 @@ def test_quarantine_keeps_kafka_bytes_both_ways(
     sent = simulate(lake, "ztf", loops=1, night="2026-11-22", bad=True, drop_cutouts=True, keep_ids=True)
     again = simulate(lake, "ztf", loops=1, night="2026-11-22", bad=True, drop_cutouts=True, keep_ids=True)
     try:
-        _ingest(spark, lake, sent.topic)
+        ingest(spark, lake, sent.topic, "ingest_test_quarantine", max_offsets=400)
         rows = DeltaTable(str(tmp_path / "lake" / "bronze" / "quarantine")).to_pyarrow_table().to_pylist()
         coords = [(r["kafka_topic"], r["kafka_partition"], r["kafka_offset"]) for r in rows]
         in_kafka = _whole_topic(services, sent.topic)
