@@ -664,6 +664,7 @@ class IngestJob:
         read of the whole batch again from Kafka for its duplicates took 3-8 s a batch on a slow machine. More,
         or a duplicate not found that way, go the Spark way."""
         from deltalake import CommitProperties, WriterProperties, write_deltalake
+        from deltalake.exceptions import CommitFailedError
         from pyspark.sql import functions as F
 
         from alertlake.kafka import fetch_values
@@ -677,14 +678,20 @@ class IngestJob:
                     coords = zip(*(table.column(c).to_pylist() for c in COORDS), strict=True)
                     raw = [values.get(c, r) for c, r in zip(coords, table.column("raw").to_pylist(), strict=True)]
                     table = table.set_column(table.schema.get_field_index("raw"), "raw", pa.array(raw, pa.binary()))
-                write_deltalake(
-                    delta_location_of(self.quarantine_uri),
-                    table,
-                    mode="append",
-                    writer_properties=WriterProperties(compression="ZSTD"),  # as Spark writes the lake
-                    commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(meta)}),
-                )
-                return
+                for attempt in range(5):  # the other surveys' ingestion jobs append to quarantine too
+                    try:
+                        write_deltalake(
+                            delta_location_of(self.quarantine_uri),
+                            table,
+                            mode="append",
+                            writer_properties=WriterProperties(compression="ZSTD"),  # as Spark writes the lake
+                            commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(meta)}),
+                        )
+                        return
+                    except CommitFailedError:
+                        if attempt == 4:
+                            raise
+                        log.info("%s: concurrent commit on %s, retrying", self.app_id, QUARANTINE)
             missing = [c for c, v in values.items() if v is None]
             log.warning(
                 "%s: %d duplicates not fetched from Kafka one by one (e.g. %s): reading the batch again",
