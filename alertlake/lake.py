@@ -175,21 +175,34 @@ def commit_once(
     retried. ``metadata`` goes into the commit (``DESCRIBE HISTORY`` shows it).
     """
     from deltalake import CommitProperties, DeltaTable, Transaction
-    from deltalake.exceptions import CommitFailedError
 
     location = delta_location(settings, name)
     properties = CommitProperties(
         custom_metadata={"userMetadata": json.dumps(metadata)} if metadata else None,
         app_transactions=[Transaction(app_id=app_id, version=version)],
     )
-    for attempt in range(5):
+
+    def not_yet() -> bool:
         if DeltaTable.is_deltatable(location):
             done = DeltaTable(location).transaction_version(app_id)
             if done is not None and done >= version:
                 log.info("%s: %s version %d already committed", name, app_id, version)
                 return False
+        return True
+
+    return commit_retrying(name, lambda: commit(properties), not_yet)
+
+
+def commit_retrying(name: str, commit: Callable[[], None], still_wanted: Callable[[], bool] = lambda: True) -> bool:
+    """Run ``commit`` (a delta-rs write to table ``name``), again when another writer's commit won (up to five
+    attempts), as long as ``still_wanted()`` before each attempt; whether it committed."""
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(5):
+        if not still_wanted():
+            return False
         try:
-            commit(properties)
+            commit()
             return True
         except CommitFailedError:
             if attempt == 4:

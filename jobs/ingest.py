@@ -66,7 +66,7 @@ COORDS = ("kafka_topic", "kafka_partition", "kafka_offset")  # where a message i
 #: A batch's quarantine rows up to these many (and bytes of messages) are appended by delta-rs, more by Spark.
 QUARANTINE_COLLECT_ROWS = 2_000
 QUARANTINE_COLLECT_BYTES = 64 * 1024 * 1024
-DUPLICATE_COORDS = ("kafka_topic string", "kafka_partition int", "kafka_offset long")
+COORDS_DDL = "kafka_topic string, kafka_partition int, kafka_offset long"  # COORDS as a Spark schema
 #: Fault injection for the pipeline's kill/restart test: ``before-bronze:<batch id>`` SIGKILLs the process once
 #: that batch's later stages (silver, filter topics) are done and before bronze is written (in the pipeline,
 #: once Spark has committed the batch to its checkpoint: see :class:`BronzeBehind`).
@@ -454,7 +454,7 @@ class IngestJob:
             marks = F.broadcast(
                 spark.createDataFrame(
                     [(*c, status, note) for c, (status, note) in plan.items() if status != "new"],
-                    "kafka_topic string, kafka_partition int, kafka_offset long, status string, note string",
+                    f"{COORDS_DDL}, status string, note string",
                 )
             )
             versions = sorted({k["schema_version"] for k in keys if k["ok"] and plan[_coords(k)][0] == "new"})
@@ -664,11 +664,10 @@ class IngestJob:
         read of the whole batch again from Kafka for its duplicates took 3-8 s a batch on a slow machine. More,
         or a duplicate not found that way, go the Spark way."""
         from deltalake import CommitProperties, WriterProperties, write_deltalake
-        from deltalake.exceptions import CommitFailedError
         from pyspark.sql import functions as F
 
         from alertlake.kafka import fetch_values
-        from alertlake.lake import delta_location_of
+        from alertlake.lake import commit_retrying, delta_location_of
 
         if meta["quarantine_rows"] <= QUARANTINE_COLLECT_ROWS and size <= QUARANTINE_COLLECT_BYTES:
             table = rows.toArrow().select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
@@ -678,20 +677,17 @@ class IngestJob:
                     coords = zip(*(table.column(c).to_pylist() for c in COORDS), strict=True)
                     raw = [values.get(c, r) for c, r in zip(coords, table.column("raw").to_pylist(), strict=True)]
                     table = table.set_column(table.schema.get_field_index("raw"), "raw", pa.array(raw, pa.binary()))
-                for attempt in range(5):  # the other surveys' ingestion jobs append to quarantine too
-                    try:
-                        write_deltalake(
-                            delta_location_of(self.quarantine_uri),
-                            table,
-                            mode="append",
-                            writer_properties=WriterProperties(compression="ZSTD"),  # as Spark writes the lake
-                            commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(meta)}),
-                        )
-                        return
-                    except CommitFailedError:
-                        if attempt == 4:
-                            raise
-                        log.info("%s: concurrent commit on %s, retrying", self.app_id, QUARANTINE)
+                commit_retrying(  # the other surveys' ingestion jobs append to quarantine too
+                    QUARANTINE,
+                    lambda: write_deltalake(
+                        delta_location_of(self.quarantine_uri),
+                        table,
+                        mode="append",
+                        writer_properties=WriterProperties(compression="ZSTD"),  # as Spark writes the lake
+                        commit_properties=CommitProperties(custom_metadata={"userMetadata": json.dumps(meta)}),
+                    ),
+                )
+                return
             missing = [c for c, v in values.items() if v is None]
             log.warning(
                 "%s: %d duplicates not fetched from Kafka one by one (e.g. %s): reading the batch again",
@@ -700,7 +696,7 @@ class IngestJob:
                 missing[:3],
             )
         if duplicates:  # only the Kafka columns of the batch are read again: nothing is decoded again
-            wanted = F.broadcast(rows.sparkSession.createDataFrame(duplicates, ", ".join(DUPLICATE_COORDS)))
+            wanted = F.broadcast(rows.sparkSession.createDataFrame(duplicates, COORDS_DDL))
             originals = decoded.select(*COORDS, F.col("raw").alias("original")).join(wanted, list(COORDS), "left_semi")
             rows = (
                 rows.join(F.broadcast(originals), list(COORDS), "left")
