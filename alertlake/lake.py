@@ -106,7 +106,8 @@ def ensure_table(
     properties as a Spark append of no rows, deletion vectors off), and it costs milliseconds, where Spark
     spent a job per table, 13-18 s of a job's first start on a fresh lake on a slow machine. Spark's first load of
     such a table, which has no checksum file until Spark's first commit to it, is a small job (0.5-7 s, once).
-    Another process creating the same table at the same moment is not an error."""
+    Another process creating the same table at the same moment is not an error. Properties outside Delta's
+    own ``delta.*`` (such as ``parquet.*``, which Spark's Delta writer hands to Parquet) are kept as given."""
     from deltalake import DeltaTable
 
     if table_exists_at(uri):
@@ -118,6 +119,8 @@ def ensure_table(
             schema=nullable(schema),
             partition_by=[partition] if partition else None,
             configuration=config,
+            # delta-rs checks every key against Delta's own; a misspelt delta.* key is still refused.
+            raise_if_key_not_exists=all(key.startswith("delta.") for key in config),
         )
     except Exception:
         if not table_exists_at(uri):

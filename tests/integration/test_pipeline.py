@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from alertlake.filters import check_sql_with_spark, load_filters, selected_ids, sql_flag_columns
-from alertlake.lake import table_uri
+from alertlake.lake import delta_location_of, table_uri
 from alertlake.settings import REPO_ROOT, Settings
 from alertlake.simulate import Summary, simulate
 from jobs import enrich
@@ -122,6 +124,13 @@ def check_lake_and_topics(spark: SparkSession, settings: Settings, suffix: str, 
     want = Counter(sent.bad_by_reason)
     want["duplicate_alert_id"] += len(sent.alert_ids) - len(set(sent.alert_ids))
     assert reasons == want
+    # Bronze's table properties reach Spark's Parquet writer: its measurements are written without dictionaries.
+    files = DeltaTable(delta_location_of(table_uri(settings, "bronze.ztf_alerts"))).file_uris()
+    assert files
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        chunks = [meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)]
+        assert chunks and not any(chunk.has_dictionary_page for chunk in chunks), path
 
     silver = table(spark, settings, enrich.SILVER)
     assert silver["alert_id"].is_unique

@@ -161,12 +161,19 @@ def test_tables_created_by_delta_rs_are_those_spark_would_create(spark: SparkSes
     for name, (schema, partition, properties) in tables.items():
         by_spark, by_rs = tmp_path / "spark" / name, tmp_path / "delta-rs" / name
         writer = spark.createDataFrame([], from_arrow_schema(schema)).write.format("delta").mode("append")
-        for key, value in {"delta.enableDeletionVectors": "false", **properties}.items():
+        # A Spark append sets only delta.* properties (others, such as bronze's parquet.*, by ALTER TABLE).
+        delta_keys = {k: v for k, v in properties.items() if k.startswith("delta.")}
+        other_keys = {k: v for k, v in properties.items() if k not in delta_keys}
+        for key, value in {"delta.enableDeletionVectors": "false", **delta_keys}.items():
             writer = writer.option(key, value)
         (writer.partitionBy(partition) if partition else writer).save(f"file://{by_spark}")
         ensure_table(f"file://{by_rs}", schema, partition, properties)
         ensure_table(f"file://{by_rs}", schema, partition, properties)  # exists: nothing written
-        assert _first_commit(by_rs) == _first_commit(by_spark), name
+        expected = _first_commit(by_spark)
+        expected["configuration"] = {**expected["configuration"], **other_keys}
+        assert _first_commit(by_rs) == expected, name
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`file://{by_rs}`").first()
+        assert detail is not None and other_keys.items() <= detail["properties"].items(), name
         assert [p.name for p in (by_rs / "_delta_log").glob("*.json")] == [f"{0:020d}.json"]
         read = spark.read.format("delta").load(f"file://{by_rs}")
         assert read.schema == spark.read.format("delta").load(f"file://{by_spark}").schema, name
