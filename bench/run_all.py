@@ -38,6 +38,7 @@ HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
             "stages.decode_cache_keys.wall_s_min",
             "stages.bronze_from_avro.wall_s_min",
             "stages.bronze_delta_write.wall_s_min",
+            "no_dictionary_vs_dictionaries.cpu_s_median",
         ),
     ),
     "query": ("query.json", ("rows", "object_lookup_p95_s", "cone_search_p95_s", "night_aggregate_s")),

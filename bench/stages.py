@@ -5,9 +5,11 @@ costs inside the two largest stages on one fixed batch, so a change to them can 
 Kafka or a stream. The batch is the shared sample ZTF alerts re-encoded without their image stamps, as
 ``bench/e2e.py`` sends them (``--keep-cutouts``: as the survey sent them, about 68 KB each), repeated to
 ``--alerts``, in 2 Spark partitions as the survey topic has, held in Spark's cache before anything is timed.
-Each measurement runs once untimed (JIT compilation, the Python workers' imports), then ``--repeats`` times;
-the table gives the minimum and the median of the wall time and of the CPU time of the whole process tree (this
-driver, Spark's JVM, its Python workers), and the CPU per alert of the minimum.
+Each measurement runs once untimed (JIT compilation, the Python workers' imports), then ``--repeats`` times,
+the measurements of a group taken in turn (each round in the reverse order of the one before), so that a drift of
+the machine's speed weighs on all of them alike; the table gives the minimum and the median of the wall time
+and of the CPU time of the whole process tree (this driver, Spark's JVM, its Python workers), and the CPU per
+alert of the minimum.
 
 - ``udf_values_sent``: an Arrow UDF that only takes the Kafka values' lengths (pyarrow, no Python loop): the
   cost of moving the values to Python and of the copy of each input row Spark keeps meanwhile.
@@ -16,7 +18,11 @@ driver, Spark's JVM, its Python workers), and the CPU per alert of the minimum.
 - ``decode_no_cache``: :func:`jobs.ingest.kept` of :func:`jobs.ingest.decode_messages` to Spark's noop sink.
 - ``decode_cache_keys``: the same cached and its keys collected, as :meth:`jobs.ingest.IngestJob.write_batch`.
 - ``bronze_from_avro``: :func:`jobs.ingest.to_bronze_rows` (Spark's ``from_avro``) of the cached batch, noop sink.
-- ``bronze_delta_write``: the same appended to a Delta table in a temporary folder (zstd, partitioned by night).
+- ``bronze_delta_write``: the same appended to a Delta table in a temporary folder, created as bronze is
+  (:data:`jobs.ingest.BRONZE_PROPERTIES`: partitioned by night, statistics on the key columns, no Parquet
+  dictionaries), zstd.
+- ``bronze_delta_write_dictionaries``: the same into a table whose Parquet files have dictionaries (Spark's
+  default), for the ratio ``no_dictionary_vs_dictionaries`` in the JSON.
 
     python bench/stages.py [--alerts 14000] [--repeats 3] [--keep-cutouts] [--output bench/results/stages.json]
 
@@ -45,6 +51,7 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from alertlake.lake import ensure_table
 from alertlake.settings import get_settings
 from alertlake.simulate import load_sources
 from alertlake.spark import WRITE_OPTIONS, build_spark
@@ -56,24 +63,38 @@ from jobs import ingest
 RESULTS = Path(__file__).resolve().parent / "results" / "stages.json"
 
 
-def tree_cpu_seconds() -> float:
-    """CPU seconds of this process and all its descendants (with the children they have already reaped)."""
-    return sum(tree_cpu(psutil.Process(), reaped=True).values())
+def tree_cpu_snapshot() -> dict[int, float]:
+    """CPU seconds used so far by this process and each of its descendants, by pid."""
+    return tree_cpu(psutil.Process())
 
 
-def measure(work: Callable[[], Any], repeats: int) -> dict[str, float]:
-    """Wall and CPU seconds of ``work``, ``repeats`` times: minimum and median of each."""
-    walls, cpus = [], []
-    for _ in range(repeats):
-        cpu, wall = tree_cpu_seconds(), time.perf_counter()
-        work()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(tree_cpu_seconds() - cpu)
+def cpu_between(start: dict[int, float], end: dict[int, float]) -> float:
+    """CPU seconds used between two snapshots: each process's increase, a new one's whole time. Not the sums'
+    difference, with reaped children counted: a process whose time moved to its parent's reaped children, or that
+    a sample missed, then made the CPU of a bronze write read -91 s in two runs. A process that ended in between
+    loses its last moments (Spark's JVM and its Python workers live through the runs)."""
+    return sum(max(0.0, seconds - start.get(pid, 0.0)) for pid, seconds in end.items())
+
+
+def measure_in_turn(stages: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
+    """Wall and CPU seconds of each of ``stages``, ``repeats`` times, taken in turn (every other round in reverse
+    order): minimum and median of each."""
+    walls: dict[str, list[float]] = {name: [] for name in stages}
+    cpus: dict[str, list[float]] = {name: [] for name in stages}
+    for round_ in range(repeats):
+        for name in list(stages) if round_ % 2 == 0 else list(stages)[::-1]:
+            cpu, wall = tree_cpu_snapshot(), time.perf_counter()
+            stages[name]()
+            walls[name].append(time.perf_counter() - wall)
+            cpus[name].append(cpu_between(cpu, tree_cpu_snapshot()))
     return {
-        "wall_s_min": round(min(walls), 2),
-        "wall_s_median": round(statistics.median(walls), 2),
-        "cpu_s_min": round(min(cpus), 2),
-        "cpu_s_median": round(statistics.median(cpus), 2),
+        name: {
+            "wall_s_min": round(min(walls[name]), 2),
+            "wall_s_median": round(statistics.median(walls[name]), 2),
+            "cpu_s_min": round(min(cpus[name]), 2),
+            "cpu_s_median": round(statistics.median(cpus[name]), 2),
+        }
+        for name in stages
     }
 
 
@@ -138,10 +159,9 @@ def main() -> None:
     def run(stages: dict[str, Callable[[], Any]]) -> None:
         for work in stages.values():  # one untimed run each: JIT compilation, Python workers' imports
             work()
-        for name, work in stages.items():
-            figures[name] = measure(work, args.repeats)
-            figures[name]["cpu_ms_per_alert"] = round(1000 * figures[name]["cpu_s_min"] / alerts, 3)
-            print(f"{name:22s} {figures[name]}", flush=True)
+        for name, found in measure_in_turn(stages, args.repeats).items():
+            figures[name] = {**found, "cpu_ms_per_alert": round(1000 * found["cpu_s_min"] / alerts, 3)}
+            print(f"{name:31s} {figures[name]}", flush=True)
 
     try:
         run(
@@ -161,20 +181,30 @@ def main() -> None:
         versions = sorted(r[0] for r in good.select("schema_version").distinct().collect())
         bronze = ingest.to_bronze_rows(good, "ztf", versions, 0)
 
-        def bronze_write() -> None:
-            bronze.write.format("delta").mode("append").options(**WRITE_OPTIONS).partitionBy("night").save(tmp)
+        with_dictionaries = {k: v for k, v in ingest.BRONZE_PROPERTIES.items() if k != "parquet.enable.dictionary"}
+        for folder, properties in (("bronze", ingest.BRONZE_PROPERTIES), ("dictionaries", with_dictionaries)):
+            ensure_table(f"file://{tmp}/{folder}", ingest.bronze_schema("ztf"), "night", properties)
 
-        run({"bronze_from_avro": lambda: noop(bronze), "bronze_delta_write": bronze_write})
+        def bronze_write(folder: str) -> Callable[[], None]:
+            return lambda: bronze.write.format("delta").mode("append").options(**WRITE_OPTIONS).save(f"{tmp}/{folder}")
+
+        run(
+            {
+                "bronze_from_avro": lambda: noop(bronze),
+                "bronze_delta_write": bronze_write("bronze"),
+                "bronze_delta_write_dictionaries": bronze_write("dictionaries"),
+            }
+        )
     finally:
         spark.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     stamps = "with" if args.keep_cutouts else "without"
     print(f"\n{alerts:,} ZTF alerts {stamps} stamps ({values_mb:.0f} MB of Kafka values), {args.repeats} runs each")
-    print(f"{'stage':22s} {'wall min':>9s} {'median':>7s} {'CPU min':>8s} {'median':>7s} {'CPU ms/alert':>13s}")
+    print(f"{'stage':31s} {'wall min':>9s} {'median':>7s} {'CPU min':>8s} {'median':>7s} {'CPU ms/alert':>13s}")
     for name, f in figures.items():
         print(
-            f"{name:22s} {f['wall_s_min']:9.1f} {f['wall_s_median']:7.1f} {f['cpu_s_min']:8.1f} "
+            f"{name:31s} {f['wall_s_min']:9.1f} {f['wall_s_median']:7.1f} {f['cpu_s_min']:8.1f} "
             f"{f['cpu_s_median']:7.1f} {f['cpu_ms_per_alert']:13.3f}"
         )
     result = {
@@ -183,6 +213,15 @@ def main() -> None:
         "cutouts": args.keep_cutouts,
         "repeats": args.repeats,
         "stages": figures,
+        # Side by side in this run: bronze's append without Parquet dictionaries over the same with them.
+        "no_dictionary_vs_dictionaries": {
+            f"{measure}_median": round(
+                figures["bronze_delta_write"][f"{measure}_median"]
+                / figures["bronze_delta_write_dictionaries"][f"{measure}_median"],
+                3,
+            )
+            for measure in ("wall_s", "cpu_s")
+        },
         "spark_master": settings.spark_master,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model()},

@@ -151,7 +151,8 @@ def bronze_table(survey: str) -> str:
 #: hundreds of leaf columns are measurements, whose dictionary the writer builds and then drops for plain
 #: encoding. Appending 6,990 ZTF alerts without stamps (``from_avro`` included) to two tables in turn, 10 times
 #: each, took a median 10.7 CPU-s and 6.7 s without dictionaries against 12.8 CPU-s and 7.5 s with them, then in a
-#: second run 8.8 CPU-s and 5.8 s against 10.6 CPU-s and 6.5 s; the files were 5% smaller. Tables created before
+#: second run 8.8 CPU-s and 5.8 s against 10.6 CPU-s and 6.5 s; the files were 5% smaller. ``bench/stages.py``
+#: (13,980 alerts, 5 rounds) measured less: a median 19.1 CPU-s and 10.3 s against 20.2 and 10.8. Tables created before
 #: get it with Spark: ALTER TABLE delta.`<uri>` SET TBLPROPERTIES ('parquet.enable.dictionary' = 'false').
 BRONZE_PROPERTIES = {
     **STREAMED_TABLE_PROPERTIES,
