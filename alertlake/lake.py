@@ -119,7 +119,7 @@ def ensure_table(
             schema=nullable(schema),
             partition_by=[partition] if partition else None,
             configuration=config,
-            # delta-rs checks every key against Delta's own; a misspelt delta.* key is still refused.
+            # delta-rs refuses any key Delta does not define (parquet.* too): checked when all keys are delta.*.
             raise_if_key_not_exists=all(key.startswith("delta.") for key in config),
         )
     except Exception:
