@@ -143,14 +143,57 @@ def start_stream(
     the lake's checkpoint root; bounded (``trigger="available-now"``) or every ``interval``."""
     from alertlake.lake import checkpoint_uri
 
+    location = checkpoint_uri(settings, name)
+    removed = clear_unstarted_checkpoint(frame.sparkSession, location)
+    if removed:
+        log.warning(
+            "checkpoint %s had no batch yet but held %d unfinished file(s) of a run stopped while writing its "
+            "first batch; removed them so that the query starts at batch 0: %s",
+            location,
+            len(removed),
+            ", ".join(removed),
+        )
     writer = frame.writeStream.queryName(name).foreachBatch(batch_fn)
-    writer = writer.option("checkpointLocation", checkpoint_uri(settings, name))
+    writer = writer.option("checkpointLocation", location)
     if trigger == "available-now":
         query = writer.trigger(availableNow=True).start()
     else:
         query = writer.trigger(processingTime=interval).start()
     log.info("streaming query %s started (%s)", name, trigger)  # bench/e2e.py waits for this line
     return query
+
+
+CHECKPOINT_LOGS = ("offsets", "commits")
+
+
+def clear_unstarted_checkpoint(spark: SparkSession, location: str) -> list[str]:
+    """Remove what a run killed while writing its first batch's offsets left in checkpoint ``location``;
+    return the removed paths.
+
+    Spark writes a log entry to a hidden temporary file (``.0.<uuid>.tmp`` and its ``.crc``) and then renames it.
+    A process killed between the two leaves only the temporary file. Spark ignores it when a batch is logged,
+    but when none is, it refuses to start the query at all (``STATE_STORE_CHECKPOINT_LOCATION_NOT_EMPTY``: the
+    offsets folder of a new query must be empty). Such files are removed only when neither log has a finished
+    entry, so a checkpoint that has begun is never touched; anything else there is left for Spark to judge.
+    The files are listed and deleted through Hadoop's FileSystem, so this works on ``s3a://`` as well."""
+    jvm = spark._jvm
+    assert jvm is not None
+    hadoop_path = jvm.org.apache.hadoop.fs.Path
+    root = hadoop_path(location)
+    fs = root.getFileSystem(spark._jsparkSession.sessionState().newHadoopConf())
+    files = []
+    for log_dir in CHECKPOINT_LOGS:
+        folder = hadoop_path(root, log_dir)
+        if fs.exists(folder):
+            files += [status.getPath() for status in fs.listStatus(folder)]
+    if not files or any(not path.getName().startswith(".") for path in files):
+        return []
+    leftovers = [path for path in files if ".tmp" in path.getName()]
+    if len(leftovers) != len(files):
+        return []
+    for path in leftovers:
+        fs.delete(path, False)
+    return [str(path) for path in leftovers]
 
 
 class Query(Protocol):
