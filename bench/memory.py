@@ -54,7 +54,8 @@ def tree_cpu(root: psutil.Process, reaped: bool = False) -> dict[int, float]:
 
 class PeakSampler(threading.Thread):
     """Samples process trees every 0.5 s: keeps the peaks (bytes) of their PSS and RSS sums, and the CPU seconds
-    each tree used (:attr:`cpu_seconds`, per root pid; a descendant that exits keeps its last sampled time)."""
+    each tree used (:attr:`cpu_seconds`, per root pid; a descendant that exits keeps its last sampled time).
+    Without :meth:`start`, :meth:`sample` by hand around a piece of work measures the CPU it took (bench/stages.py)."""
 
     def __init__(self, *pids: int, memory: bool = True, every: float = 0.5) -> None:
         super().__init__(daemon=True)

@@ -45,7 +45,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -57,23 +56,10 @@ from alertlake.simulate import load_sources
 from alertlake.spark import WRITE_OPTIONS, build_spark
 from alertlake.surveys import get_survey
 from bench.decode import cpu_model, load_average
-from bench.memory import tree_cpu
+from bench.memory import PeakSampler
 from jobs import ingest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stages.json"
-
-
-def tree_cpu_snapshot() -> dict[int, float]:
-    """CPU seconds used so far by this process and each of its descendants, by pid."""
-    return tree_cpu(psutil.Process())
-
-
-def cpu_between(start: dict[int, float], end: dict[int, float]) -> float:
-    """CPU seconds used between two snapshots: each process's increase, a new one's whole time. Not the sums'
-    difference, with reaped children counted: a process whose time moved to its parent's reaped children, or that
-    a sample missed, then made the CPU of a bronze write read -91 s in two runs. A process that ended in between
-    loses its last moments (Spark's JVM and its Python workers live through the runs)."""
-    return sum(max(0.0, seconds - start.get(pid, 0.0)) for pid, seconds in end.items())
 
 
 def measure_in_turn(stages: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
@@ -81,12 +67,20 @@ def measure_in_turn(stages: dict[str, Callable[[], Any]], repeats: int) -> dict[
     order): minimum and median of each."""
     walls: dict[str, list[float]] = {name: [] for name in stages}
     cpus: dict[str, list[float]] = {name: [] for name in stages}
+    # This process's tree, sampled by hand around each stage (the thread is not started). The CPU is each
+    # process's increase, not the difference of sums counting reaped children: a process whose time moved to its
+    # parent's reaped children, or that a sample missed, made a bronze write's CPU read -91 s in two runs.
+    # Spark's JVM and its Python workers live through the runs, so what a process does after its last sample
+    # and before it ends is rare here.
+    ledger, me = PeakSampler(os.getpid(), memory=False), os.getpid()
     for round_ in range(repeats):
         for name in list(stages) if round_ % 2 == 0 else list(stages)[::-1]:
-            cpu, wall = tree_cpu_snapshot(), time.perf_counter()
+            ledger.sample()
+            cpu, wall = ledger.cpu_seconds[me], time.perf_counter()
             stages[name]()
             walls[name].append(time.perf_counter() - wall)
-            cpus[name].append(cpu_between(cpu, tree_cpu_snapshot()))
+            ledger.sample()
+            cpus[name].append(ledger.cpu_seconds[me] - cpu)
     return {
         name: {
             "wall_s_min": round(min(walls[name]), 2),
