@@ -186,14 +186,11 @@ def clear_unstarted_checkpoint(spark: SparkSession, location: str) -> list[str]:
         folder = hadoop_path(root, log_dir)
         if fs.exists(folder):
             files += [status.getPath() for status in fs.listStatus(folder)]
-    if not files or any(not path.getName().startswith(".") for path in files):
+    if not files or not all(path.getName().startswith(".") and ".tmp" in path.getName() for path in files):
         return []
-    leftovers = [path for path in files if ".tmp" in path.getName()]
-    if len(leftovers) != len(files):
-        return []
-    for path in leftovers:
+    for path in files:
         fs.delete(path, False)
-    return [str(path) for path in leftovers]
+    return [str(path) for path in files]
 
 
 class Query(Protocol):
