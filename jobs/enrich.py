@@ -54,7 +54,7 @@ from alertlake.lake import table_uri
 from alertlake.modules import OUTPUT_TYPES, ScienceModule, error_column, null_outputs, run_module_safely
 from alertlake.quality_cuts import QUALITY_COLUMNS, quality_cuts
 from alertlake.settings import Settings, get_settings
-from alertlake.spark import WRITE_OPTIONS, start_stream, supervise, with_batch_values
+from alertlake.spark import WRITE_OPTIONS, load_delta_states, start_stream, supervise, with_batch_values
 from alertlake.surveys.canonical import COLUMN_NAMES
 from alertlake.surveys.canonical import SCHEMA as CANONICAL_SCHEMA
 
@@ -631,6 +631,7 @@ def start(
     name = name or f"enrich_{survey}"
     job = EnrichJob(settings, app_id=name, refs=refs)
     job.prepare()
+    load_delta_states(spark, [job.silver_uri])
     source = (
         spark.readStream.format("delta")
         .option("maxFilesPerTrigger", str(max_files))

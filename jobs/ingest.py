@@ -47,6 +47,7 @@ from alertlake.lake import STREAMED_TABLE_PROPERTIES, ensure_table, night_window
 from alertlake.settings import Settings, get_settings
 from alertlake.spark import (
     WRITE_OPTIONS,
+    load_delta_states,
     start_stream,
     supervise,
     with_batch_values,
@@ -879,6 +880,7 @@ def start(
         job.until = end
     job.prepare()
     warm_up(spark, survey, job.max_bytes, settings.ingest_warm_up_alerts)
+    load_delta_states(spark, [job.bronze_uri, job.quarantine_uri])
     decoded = decode_messages(reader.load(), survey, job.max_bytes)
     return start_stream(settings, decoded, name, job.write_batch, trigger, interval)
 

@@ -56,7 +56,7 @@ from alertlake.filters import FILTERS_DIR, load_filters
 from alertlake.lake import table_uri
 from alertlake.quality import PASSED
 from alertlake.settings import Settings, get_settings, job_settings
-from alertlake.spark import Query, start_stream, supervise
+from alertlake.spark import Query, load_delta_states, start_stream, supervise
 from jobs import distribute, enrich, ingest
 from jobs import objects as objects_job
 
@@ -173,6 +173,8 @@ def start(
         settings.ingest_warm_up_alerts,
         downstream=warm_up_stages(enrich_job, distribute_job),
     )
+    # The tables each micro-batch commits to with Spark: their state now, not in the first batch.
+    load_delta_states(spark, [enrich_job.silver_uri, ingest_job.bronze_uri, ingest_job.quarantine_uri])
     reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
     decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes)
     job = PipelineJob(ingest_job, enrich_job, distribute_job)
