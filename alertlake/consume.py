@@ -155,6 +155,8 @@ class ConsumeOptions:
     idle_seconds: float | None = None  # stop when nothing arrived for this long
     commit: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    #: (key, value) -> the alert; a reader that needs a few fields may decode only those.
+    decode: Callable[[bytes | None, bytes], dict[str, Any]] = decode_message
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -216,14 +218,14 @@ def _start_offsets(consumer: Any, partitions: dict[str, int], when: dt.datetime)
     return out
 
 
-def _received(msg: Any) -> Received:
+def _received(msg: Any, decode: Callable[[bytes | None, bytes], dict[str, Any]] = decode_message) -> Received:
     _, millis = msg.timestamp()
     return Received(
         topic=msg.topic(),
         partition=msg.partition(),
         offset=msg.offset(),
         timestamp=dt.datetime.fromtimestamp(millis / 1000, dt.UTC),
-        alert=decode_message(msg.key(), msg.value()),
+        alert=decode(msg.key(), msg.value()),
         key=msg.key(),
     )
 
@@ -265,7 +267,7 @@ def iter_alerts(settings: Settings, options: ConsumeOptions) -> Iterator[Receive
                     raise ConsumeError(f"offset out of range in {msg.topic()}[{msg.partition()}]: {err.str()}")
                 raise ConsumeError(f"Kafka error on {msg.topic()}: {err.str()}")
             last = time.monotonic()
-            yield _received(msg)
+            yield _received(msg, options.decode)
             if options.commit and options.group_id:
                 consumer.commit(message=msg, asynchronous=True)
             count += 1

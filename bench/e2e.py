@@ -15,7 +15,10 @@ Two ways of running the stages are measured, one after the other on fresh lakes 
 the default): ``pipeline`` (:mod:`jobs.pipeline`, the three stages per micro-batch in one Spark application)
 and ``jobs`` (the three streaming jobs as three processes chained through Delta). The JSON's top-level figures
 are the pipeline's; ``jobs_mode`` holds the other run and ``pipeline_vs_jobs`` their ratios. CPU seconds used
-during the load (each job's process tree, each local service, the simulator) are reported beside them.
+during the load (each job's process tree, each local service, the simulator, this process) are reported beside
+them, with the share of the whole machine's CPU that was busy (``machine.cpu_while_sending``, and
+``cpu_during_load`` with the drain) and how fast the machine decodes ZTF alerts that day against
+``bench/results/decode.json`` (``machine.speed``): runs of different days compare only through these.
 
 Prints a table and writes ``bench/results/e2e.json`` (alerts_per_s, p50/p95/p99_latency_s, peak_rss_gib, ...).
 ``alerts_per_s`` is the rate at which alerts sent during the run reached silver (the pipeline's sustained
@@ -37,6 +40,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,74 @@ from alertlake.settings import Settings  # noqa: E402
 from bench.memory import PeakSampler  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "e2e.json"
+DECODE_RESULTS = REPO / "bench" / "results" / "decode.json"
+
+
+def machine_speed(seconds: float = 5.0) -> dict[str, Any]:
+    """How fast this machine is today, for comparing runs of different days: ZTF sample alerts decoded per
+    second on one core (``Survey.read``, as ``bench/decode.py`` measures it), measured before the jobs start,
+    and its ratio to the figure in ``bench/results/decode.json``. On this kind of host the same work has taken
+    up to twice as long from one day to the next."""
+    from alertlake.surveys import get_survey
+    from alertlake.surveys.samples import sample_messages
+    from bench.decode import rate
+
+    ztf = get_survey("ztf")
+    per_wall_s, per_cpu_s = rate([s.message for s in sample_messages("ztf")], lambda m: len(ztf.read(m)), seconds)
+    out: dict[str, Any] = {
+        "ztf_decode_alerts_per_s_per_core": round(per_wall_s, 1),
+        "ztf_decode_alerts_per_cpu_s": round(per_cpu_s, 1),
+    }
+    try:
+        reference = json.loads(DECODE_RESULTS.read_text())["ztf_alerts_per_s_per_core"]
+        out["vs_decode_json"] = round(per_wall_s / reference, 2)
+    except (OSError, ValueError, KeyError, ZeroDivisionError):
+        pass
+    return out
+
+
+def timestamp_decoder() -> Callable[[bytes | None, bytes], dict[str, Any]]:
+    """A filter message -> ``{"kafka_timestamp": ...}``, all the latency needs of it, for :class:`ConsumeOptions`.
+
+    The key's schema (Fink's convention) gets a reader generated once (:mod:`alertlake.surveys.avro_projection`)
+    that steps over the other values: this process reads every message of every filter topic on the same two
+    cores as the pipeline, and a whole decode of each made it one of the largest users of CPU besides the jobs."""
+    from alertlake.surveys.avro_projection import compile_projection
+
+    readers: dict[bytes, Any] = {}
+
+    def plain(branch: Any) -> Any:  # timestamp-micros -> its long: decoded below
+        return branch["type"] if isinstance(branch, dict) and "logicalType" in branch else branch
+
+    def decode(key: bytes | None, value: bytes) -> dict[str, Any]:
+        reader = readers.get(key or b"")
+        if reader is None:
+            schema = json.loads(key or b"{}")
+            for f in schema["fields"]:
+                if f["name"] == "kafka_timestamp":
+                    f["type"] = [plain(b) for b in f["type"]] if isinstance(f["type"], list) else plain(f["type"])
+            reader = readers[key or b""] = compile_projection(schema, {"kafka_timestamp": True})
+        micros = reader(value, 0)[0].get("kafka_timestamp")
+        return {"kafka_timestamp": None if micros is None else EPOCH + dt.timedelta(microseconds=micros)}
+
+    return decode
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def cpu_jiffies() -> tuple[int, int, int]:
+    """(busy, idle, stolen) clock ticks of all the machine's CPUs since boot (Linux ``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq, idle + iowait, steal
+
+
+def busy_fractions(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float]:
+    """Share of the machine's CPU time that was busy, and stolen by the hypervisor, between two snapshots."""
+    busy, idle, steal = (b - a for a, b in zip(before, after, strict=True))
+    total = busy + idle + steal
+    return {"busy": round(busy / total, 3), "stolen": round(steal / total, 3)} if total else {}
 
 
 def silver_throughput(lake: Path, send_start: dt.datetime) -> tuple[int, float]:
@@ -143,7 +215,7 @@ def wait_for_reader(settings: Settings, topics: list[str], read: dict[tuple[str,
     return True
 
 
-def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
+def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str, Any] | None:
     """One benchmark run in ``mode`` (``pipeline`` or ``jobs``); None when a job exited before the load."""
     run_id = uuid.uuid4().hex[:8]
     work = REPO / ".state" / f"bench-e2e-{run_id}"
@@ -205,7 +277,9 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
     send_start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)  # set when the load starts; nothing counts before
 
     def read_topics() -> None:
-        options = ConsumeOptions(topics=topics, group_id=f"bench-e2e-{run_id}", max_seconds=None)
+        options = ConsumeOptions(
+            topics=topics, group_id=f"bench-e2e-{run_id}", max_seconds=None, decode=timestamp_decoder()
+        )
         try:
             for received in iter_alerts(settings, options):
                 where = (received.topic, received.partition, received.offset)
@@ -256,13 +330,16 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
         simulate.append("--drop-cutouts")
     cpu_before, services_before = memory.cpu_seconds, service_cpu.cpu_seconds
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self_before, machine_before = resource.getrusage(resource.RUSAGE_SELF), cpu_jiffies()
     t0 = time.monotonic()
     subprocess.run(simulate, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     send_seconds = time.monotonic() - t0
+    machine_sent = cpu_jiffies()
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     time.sleep(args.drain)
     load_seconds = time.monotonic() - t0
     cpu_after, services_after = memory.cpu_seconds, service_cpu.cpu_seconds
+    self_after, machine_after = resource.getrusage(resource.RUSAGE_SELF), cpu_jiffies()
     memory.stop()
     service_cpu.stop()
     # The reader (Python, in this process) can fall behind on a saturated machine: let it read every message the
@@ -275,6 +352,10 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
     cpu |= {name: round(services_after[pid] - services_before[pid], 1) for name, pid in services.items()}
     cpu["simulate"] = round(
         (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime), 1
+    )
+    # This process too: it reads every filter message (fink-client's decoding) and samples the others.
+    cpu["bench.reader"] = round(
+        (self_after.ru_utime + self_after.ru_stime) - (self_before.ru_utime + self_before.ru_stime), 1
     )
     for proc in jobs.values():
         proc.terminate()
@@ -297,7 +378,9 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
         "p95_latency_by_minute_s": p95_by_minute(sent_at, latencies),
         "peak_rss_gib": round(memory.peak / 2**30, 2),
         "peak_rss_sum_gib": round(memory.peak_rss_sum / 2**30, 2),
-        "memory_measure": "sum of PSS over the jobs' process trees (bench/memory.py); RSS sum beside it",
+        "memory_measure": "sum of PSS over the jobs' process trees, read as their RSS grows (bench/memory.py); "
+        "RSS sum beside it",
+        "pss_readings": memory.pss_readings,
         "mode": mode,
         "target_rate": args.rate,
         "sent_alerts": expected,
@@ -310,7 +393,16 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any] | None:
         "cpu_seconds_during_load": cpu,
         "load_seconds": round(load_seconds, 1),
         "cutouts": bool(args.keep_cutouts),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_1m": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_1m": os.getloadavg()[0],
+            # Every process's share, not only those above: a machine busy all the time is CPU-bound. While the
+            # simulator sends, and over the whole load (sending and the drain after it, as the CPU seconds above).
+            "cpu_while_sending": busy_fractions(machine_before, machine_sent),
+            "cpu_during_load": busy_fractions(machine_before, machine_after),
+            "speed": speed,
+        },
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     return result
@@ -364,9 +456,11 @@ def main() -> int:
     # As the real-time DAG does: a module with no champion yet (a fresh set-up) is registered first, so the jobs
     # do not stop at start-up for want of one.
     print(f"science modules: {ensure_registered()}")
+    speed = machine_speed()
+    print(f"machine speed: {speed}")
     runs: dict[str, dict[str, Any]] = {}
     for mode in modes:
-        outcome = run(args, mode)
+        outcome = run(args, mode, speed)
         if outcome is None:
             return 1
         runs[mode] = outcome
@@ -387,6 +481,13 @@ def main() -> int:
         print(f"{key:22s} " + " ".join(f"{runs[m][key]:>12}" for m in modes))
     for mode in modes:
         print(f"{mode}: p95 by minute of the load (s): {runs[mode]['p95_latency_by_minute_s']}")
+    for mode in modes:
+        machine = runs[mode]["machine"]
+        sending, load = machine["cpu_while_sending"], machine["cpu_during_load"]
+        print(
+            f"{mode}: machine CPU busy {sending.get('busy')} while sending, {load.get('busy')} over the load "
+            f"(stolen {load.get('stolen')}); speed {machine['speed'].get('vs_decode_json')} x decode.json"
+        )
     for mode in modes:
         r = runs[mode]
         print(

@@ -1,0 +1,47 @@
+"""``bench/e2e.py``'s machine figures: the share of CPU time busy during the load, from ``/proc/stat``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from bench import e2e
+
+
+def test_busy_and_stolen_shares_of_the_ticks_between_two_snapshots() -> None:
+    # (busy, idle, stolen) ticks since boot: 300 busy, 100 idle and 100 stolen in between.
+    assert e2e.busy_fractions((1_000, 5_000, 10), (1_300, 5_100, 110)) == {"busy": 0.6, "stolen": 0.2}
+    assert e2e.busy_fractions((1, 2, 3), (1, 2, 3)) == {}  # no tick in between: no figure rather than 0/0
+
+
+def test_a_busy_loop_shows_in_the_machine_ticks() -> None:
+    before = e2e.cpu_jiffies()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    after = e2e.cpu_jiffies()
+    assert after[0] - before[0] >= 20  # 0.3 s of this process at 100 ticks per second, at least
+    assert all(b >= a for a, b in zip(before, after, strict=True))
+    shares = e2e.busy_fractions(before, after)
+    assert 0 < shares["busy"] <= 1
+
+
+def test_the_timestamp_reader_reads_what_the_full_decode_reads() -> None:
+    """The benchmark's reader decodes only ``kafka_timestamp`` of each filter message; on real enriched rows (every
+    module's outputs, the light curve) it must agree with the whole decode scientists' clients make."""
+    import pyarrow as pa
+
+    from alertlake.consume import decode_message, encoder, schema_key, stream_schema
+    from tests.silver_sample import silver_table
+
+    table = silver_table()
+    rows = table.to_pylist()
+    for i, row in enumerate(rows):  # each its own time, to the microsecond, and a null one
+        row["kafka_timestamp"] = None if i == 1 else row["kafka_timestamp"] + dt.timedelta(microseconds=i * 1_000_003)
+    schema = stream_schema(table.schema)
+    encode, key, decode = encoder(schema), schema_key(schema), e2e.timestamp_decoder()
+    assert len(rows) > 100 and isinstance(table.schema.field("kafka_timestamp").type, pa.TimestampType)
+    for row in rows:
+        value = encode(row)
+        assert decode(key, value) == {"kafka_timestamp": decode_message(key, value)["kafka_timestamp"]}
+        assert decode(key, value)["kafka_timestamp"] == row["kafka_timestamp"]
