@@ -22,49 +22,36 @@ import time
 import psutil
 
 
-def tree_memory(roots: list[psutil.Process]) -> tuple[int, int]:
-    """(sum of PSS, sum of RSS) in bytes over ``roots`` and all their descendants."""
-    pss = rss = 0
+def tree_members(roots: list[psutil.Process]) -> list[psutil.Process]:
+    """``roots`` and all their descendants (a root that has exited is left out)."""
+    members: list[psutil.Process] = []
     for root in roots:
         try:
-            members = [root, *root.children(recursive=True)]
+            members += [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             continue
-        for member in members:
-            try:
-                info = member.memory_full_info()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            pss += getattr(info, "pss", info.rss)
-            rss += info.rss
-    return pss, rss
+    return members
 
 
-def tree_rss(roots: list[psutil.Process]) -> int:
-    """Sum of RSS in bytes over ``roots`` and all their descendants (cheap: no page walk)."""
-    rss = 0
-    for root in roots:
+def tree_memory(roots: list[psutil.Process], pss: bool = True) -> tuple[int, int]:
+    """(sum of PSS, sum of RSS) in bytes over ``roots`` and all their descendants; without ``pss``, (0, sum of
+    RSS), which needs no walk of their pages."""
+    pss_sum = rss_sum = 0
+    for member in tree_members(roots):
         try:
-            members = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
+            info = member.memory_full_info() if pss else member.memory_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        for member in members:
-            try:
-                rss += member.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-    return rss
+        pss_sum += getattr(info, "pss", info.rss) if pss else 0
+        rss_sum += info.rss
+    return pss_sum, rss_sum
 
 
 def tree_cpu(root: psutil.Process, reaped: bool = False) -> dict[int, float]:
     """CPU seconds (user + system) used so far by ``root`` and each of its descendants, by pid; with ``reaped``,
     each also counts the time of its children that have ended and that it has waited for."""
-    try:
-        members = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return {}
     out = {}
-    for member in members:
+    for member in tree_members([root]):
         try:
             times = member.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -77,8 +64,8 @@ def tree_cpu(root: psutil.Process, reaped: bool = False) -> dict[int, float]:
 
 class PeakSampler(threading.Thread):
     """Samples process trees every 0.5 s: keeps the peaks (bytes) of their PSS and RSS sums (PSS read as the module
-    docstring says), and the CPU seconds
-    each tree used (:attr:`cpu_seconds`, per root pid; a descendant that exits keeps its last sampled time).
+    docstring says), and the CPU seconds each tree used (:attr:`cpu_seconds`, per root pid; a descendant that
+    exits keeps its last sampled time).
     Without :meth:`start`, :meth:`sample` by hand around a piece of work measures the CPU it took (bench/stages.py)."""
 
     def __init__(
@@ -107,7 +94,7 @@ class PeakSampler(threading.Thread):
                 continue
             self._cpu[pid].update(tree_cpu(roots[-1]))
         if self.memory:
-            rss = tree_rss(roots)
+            _, rss = tree_memory(roots, pss=False)
             self.peak_rss_sum = max(self.peak_rss_sum, rss)
             now = time.monotonic()
             if rss > self._rss_at_pss * (1 + self.growth) or now - self._pss_at >= self.pss_every:
