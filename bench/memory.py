@@ -33,11 +33,11 @@ def tree_members(roots: list[psutil.Process]) -> list[psutil.Process]:
     return members
 
 
-def tree_memory(roots: list[psutil.Process], pss: bool = True) -> tuple[int, int]:
-    """(sum of PSS, sum of RSS) in bytes over ``roots`` and all their descendants; without ``pss``, (0, sum of
+def tree_memory(members: list[psutil.Process], pss: bool = True) -> tuple[int, int]:
+    """(sum of PSS, sum of RSS) in bytes over ``members`` (:func:`tree_members`); without ``pss``, (0, sum of
     RSS), which needs no walk of their pages."""
     pss_sum = rss_sum = 0
-    for member in tree_members(roots):
+    for member in members:
         try:
             info = member.memory_full_info() if pss else member.memory_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -47,11 +47,11 @@ def tree_memory(roots: list[psutil.Process], pss: bool = True) -> tuple[int, int
     return pss_sum, rss_sum
 
 
-def tree_cpu(root: psutil.Process, reaped: bool = False) -> dict[int, float]:
-    """CPU seconds (user + system) used so far by ``root`` and each of its descendants, by pid; with ``reaped``,
-    each also counts the time of its children that have ended and that it has waited for."""
+def tree_cpu(members: list[psutil.Process], reaped: bool = False) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each of ``members`` (:func:`tree_members`), by pid; with
+    ``reaped``, each also counts the time of its children that have ended and that it has waited for."""
     out = {}
-    for member in tree_members([root]):
+    for member in members:
         try:
             times = member.cpu_times()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -86,19 +86,20 @@ class PeakSampler(threading.Thread):
         return {pid: sum(members.values()) for pid, members in self._cpu.items()}
 
     def sample(self) -> None:
-        roots = []
+        members = []  # every tree, walked once a sample (a walk reads every process of the machine)
         for pid in self.pids:
             try:
-                roots.append(psutil.Process(pid))
+                tree = tree_members([psutil.Process(pid)])
             except psutil.NoSuchProcess:
                 continue
-            self._cpu[pid].update(tree_cpu(roots[-1]))
+            self._cpu[pid].update(tree_cpu(tree))
+            members += tree
         if self.memory:
-            _, rss = tree_memory(roots, pss=False)
+            _, rss = tree_memory(members, pss=False)
             self.peak_rss_sum = max(self.peak_rss_sum, rss)
             now = time.monotonic()
             if rss > self._rss_at_pss * (1 + self.growth) or now - self._pss_at >= self.pss_every:
-                pss, rss = tree_memory(roots)
+                pss, rss = tree_memory(members)
                 self.peak, self.peak_rss_sum = max(self.peak, pss), max(self.peak_rss_sum, rss)
                 self._rss_at_pss, self._pss_at = rss, now
                 self.pss_readings += 1
