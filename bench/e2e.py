@@ -144,6 +144,42 @@ def silver_throughput(lake: Path, send_start: dt.datetime) -> tuple[int, float]:
     return len(rows), len(rows) / (last - send_start).total_seconds()
 
 
+def wait_for_bronze(lake: Path, timeout: float) -> float | None:
+    """Wait until the pipeline's bronze lander has appended every marked batch (no marker left); the seconds it
+    took, or None if it did not within ``timeout`` seconds."""
+    markers = lake / "_checkpoints" / "pipeline_ztf_bronze"
+    t0 = time.monotonic()
+    while any(markers.glob("*.json")):
+        if time.monotonic() - t0 > timeout:
+            print(f"bronze: batches still marked {timeout:.0f} s after the load; see the pipeline's log")
+            return None
+        time.sleep(1)
+    return time.monotonic() - t0
+
+
+def bronze_lag(lake: Path, send_start: dt.datetime, send_end: dt.datetime) -> dict[str, Any]:
+    """How far behind the survey the alerts sent during the run reached bronze: ``ingest_time`` (when their batch
+    was appended) minus ``kafka_timestamp``, and when the last of them did, counted from the end of sending."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(lake / "bronze" / "ztf_alerts")).to_pyarrow_table(columns=["kafka_timestamp", "ingest_time"])
+    rows = [
+        (sent, landed)
+        for sent, landed in zip(*(table.column(c).to_pylist() for c in ("kafka_timestamp", "ingest_time")), strict=True)
+        if sent is not None and sent >= send_start
+    ]
+    if not rows:
+        return {"alerts": 0}
+    lag = np.array([(landed - sent).total_seconds() for sent, landed in rows])
+    return {
+        "alerts": len(rows),
+        "p50_lag_s": round(float(np.percentile(lag, 50)), 1),
+        "p95_lag_s": round(float(np.percentile(lag, 95)), 1),
+        "max_lag_s": round(float(lag.max()), 1),
+        "last_after_sending_s": round((max(landed for _, landed in rows) - send_end).total_seconds(), 1),
+    }
+
+
 def service_pids(settings: Settings) -> dict[str, int]:
     """The local services' main processes (``<state_dir>/run/<service>.pid``), by service name."""
     pids = {}
@@ -241,7 +277,7 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str,
         # As the real-time DAG runs it: gold.objects kept by a process of its own at the lowest CPU priority.
         jobs = {
             "pipeline": start(
-                ["-m", "jobs.pipeline", "--survey", "ztf", "--interval", "1 second", "--no-objects"],
+                ["-m", "jobs.pipeline", "--survey=ztf", "--interval=1s", "--no-objects", f"--bronze={args.bronze}"],
                 env,
                 work / "pipeline.log",
             ),
@@ -334,6 +370,7 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str,
     t0 = time.monotonic()
     subprocess.run(simulate, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     send_seconds = time.monotonic() - t0
+    send_end = dt.datetime.now(dt.UTC)
     machine_sent = cpu_jiffies()
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     time.sleep(args.drain)
@@ -346,6 +383,9 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str,
     # jobs sent (the latency of each is its own message timestamps, whenever it is read).
     caught_up = wait_for_reader(settings, topics, read, timeout=600)
     stop.set()
+    # Bronze is appended behind the filter streams (the pipeline's lander, at the lowest CPU priority): the jobs
+    # run until it has caught up, and how far behind the survey it was is reported.
+    bronze_wait = wait_for_bronze(work / "lake", timeout=1800) if mode == "pipeline" else 0.0
     # CPU seconds each job (its JVM and Python workers) used from the first send to the end of the drain, and the
     # simulator's own (it competes for the same two cores).
     cpu = {name: round(cpu_after[p.pid] - cpu_before[p.pid], 1) for name, p in jobs.items()}
@@ -376,12 +416,18 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str,
         # The whole run's p95 above is the figure; this splits it by the minute of the load the alert was sent in,
         # so the start of the load (cold jobs, the backlog they build) can be told from the rest.
         "p95_latency_by_minute_s": p95_by_minute(sent_at, latencies),
+        # The filter streams' latency above; bronze's (each alert's batch appended) here.
+        "bronze": {
+            **bronze_lag(work / "lake", send_start, send_end),
+            "waited_after_filter_streams_s": None if bronze_wait is None else round(bronze_wait, 1),
+        },
         "peak_rss_gib": round(memory.peak / 2**30, 2),
         "peak_rss_sum_gib": round(memory.peak_rss_sum / 2**30, 2),
         "memory_measure": "sum of PSS over the jobs' process trees, read as their RSS grows (bench/memory.py); "
         "RSS sum beside it",
         "pss_readings": memory.pss_readings,
         "mode": mode,
+        "pipeline_bronze": args.bronze if mode == "pipeline" else None,
         "target_rate": args.rate,
         "sent_alerts": expected,
         "send_rate_achieved": round(expected / send_seconds, 1),
@@ -447,6 +493,12 @@ def main() -> int:
         default="30 seconds",
         help="pipeline mode: how often the jobs.objects process MERGEs gold.objects (the real-time DAG's default)",
     )
+    parser.add_argument(
+        "--bronze",
+        choices=["lander", "inline"],
+        default="lander",
+        help="pipeline mode: bronze appended by its lander process (the default) or by each micro-batch",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -487,6 +539,13 @@ def main() -> int:
         print(
             f"{mode}: machine CPU busy {sending.get('busy')} while sending, {load.get('busy')} over the load "
             f"(stolen {load.get('stolen')}); speed {machine['speed'].get('vs_decode_json')} x decode.json"
+        )
+    for mode in modes:
+        bronze = runs[mode]["bronze"]
+        print(
+            f"{mode}: bronze behind the survey p50/p95/max {bronze.get('p50_lag_s')}/{bronze.get('p95_lag_s')}/"
+            f"{bronze.get('max_lag_s')} s; last alert of the run in bronze {bronze.get('last_after_sending_s')} s "
+            "after sending ended"
         )
     for mode in modes:
         r = runs[mode]

@@ -33,7 +33,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -68,9 +67,9 @@ COORDS = ("kafka_topic", "kafka_partition", "kafka_offset")  # where a message i
 QUARANTINE_COLLECT_ROWS = 2_000
 QUARANTINE_COLLECT_BYTES = 64 * 1024 * 1024
 COORDS_DDL = "kafka_topic string, kafka_partition int, kafka_offset long"  # COORDS as a Spark schema
-#: Fault injection for the pipeline's kill/restart test: ``before-bronze:<batch id>`` SIGKILLs the process once
-#: that batch's later stages (silver, filter topics) are done and before bronze is written (in the pipeline,
-#: once Spark has committed the batch to its checkpoint: see :class:`BronzeBehind`).
+#: Fault injection for the kill/restart tests: ``before-bronze:<batch id>`` SIGKILLs the process once that batch
+#: is classified (and, with ``downstream``, through the later stages) and before bronze is written. The
+#: pipeline's bronze lander reads it too (:data:`jobs.lander.LANDER_FAULTS`).
 FAULT_ENV = "ALERTLAKE_INGEST_FAULT"
 
 # What the Python decoder hands to Spark for every Kafka message.
@@ -333,9 +332,10 @@ def warm_up(
     alerts: int,
     rounds: int = 2,
     downstream: Callable[[DataFrame, str | None], None] | None = None,
+    bronze: bool = True,
 ) -> None:
     """Run the batch path (Python decoder, ``from_avro`` of every version, the bronze projection and its
-    Delta write) over the survey's sample alerts before the stream starts.
+    Delta write; not the last two with ``bronze`` off) over the survey's sample alerts before the stream starts.
 
     A cold job is slow: its first micro-batches of real alerts took 3 to 5 s for 1,400 to 5,000 alerts
     (JIT compilation of the Avro and Parquet paths, Python workers compiling their readers) against 1.2 to
@@ -368,18 +368,18 @@ def warm_up(
     decoded = decode_messages(kafka_like, survey_name, max_bytes)
     versions = sorted({s.version for s in samples})
     good = kept(decoded).where(F.col("reason").isNull())
-    bronze = to_bronze_rows(good, survey_name, versions, -1)
+    rows = to_bronze_rows(good, survey_name, versions, -1)
     local = (spark.sparkContext.master or "").startswith("local")
     with tempfile.TemporaryDirectory(prefix="alertlake-warm-up-") as tmp:
-        if local:  # bronze's properties, so that the warm-up compiles the Parquet paths bronze's appends take
+        if local and bronze:  # bronze's properties, so that the warm-up compiles the Parquet paths of its appends
             ensure_table(f"file://{tmp}/bronze", bronze_schema(survey_name), "night", BRONZE_PROPERTIES)
         for _ in range(rounds):
-            if local:
-                bronze.write.format("delta").mode("append").options(**WRITE_OPTIONS).partitionBy("night").save(
+            if local and bronze:
+                rows.write.format("delta").mode("append").options(**WRITE_OPTIONS).partitionBy("night").save(
                     f"{tmp}/bronze"
                 )
-            else:
-                bronze.write.format("noop").mode("overwrite").save()
+            elif bronze:
+                rows.write.format("noop").mode("overwrite").save()
             if downstream is not None:
                 downstream(good.select("canonical", "kafka_timestamp"), tmp if local else None)
     log.info("warmed up on %d sample alerts x %d in %.1f s", len(samples), copies, time.monotonic() - t0)
@@ -399,9 +399,10 @@ class IngestJob:
     _seen: dict[str, dict[int, tuple[str, int, int]]] = field(default_factory=dict)
     _bad: set[tuple[str, int, int]] | None = None
     _clean: bool = False  # a whole batch went through in this process (so this one cannot be a retry)
-    #: Set by the real-time pipeline: bronze and quarantine are appended in the background, while the next
-    #: micro-batch goes through the later stages (see :class:`BronzeBehind`).
+    #: The real-time pipeline's batch markers (:class:`BronzeBehind`). With ``downstream``, a batch is marked and
+    #: not appended: the bronze lander (:mod:`jobs.lander`) appends it. The lander's own jobs have it too.
     behind: BronzeBehind | None = None
+    landing: bool = False  # this job is the bronze lander's: its logs say how far behind the survey it lands
 
     @property
     def bronze_uri(self) -> str:
@@ -431,7 +432,7 @@ class IngestJob:
         there in an earlier attempt at this batch (not the bad ones or duplicates), and whether they are known
         to be new to every table derived from bronze: all new to bronze, and not a possible retry (the first
         batch of a run may be one, whose killed attempt may have written downstream and not bronze). With
-        :attr:`behind` set, bronze and quarantine are then appended in the background (:class:`BronzeBehind`).
+        :attr:`behind` set too, the batch is then marked for the bronze lander instead (:class:`BronzeBehind`).
         """
         from pyspark.sql import functions as F
 
@@ -529,8 +530,6 @@ class IngestJob:
                 """Append the batch to bronze (and quarantine), then let its cache go."""
                 try:
                     if os.environ.get(FAULT_ENV) == f"before-bronze:{batch_id}":
-                        if self.behind is not None:  # the batch is committed to the checkpoint: Spark won't replay it
-                            self.behind.wait_committed(batch_id)
                         log.warning(
                             "%s: fault injection: killing the process before bronze, batch %d", self.app_id, batch_id
                         )
@@ -543,7 +542,7 @@ class IngestJob:
                     if keys:
                         log.info(
                             "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
-                            "(decode %.1f s, classify %.1f%s; bronze %.1f, quarantine %.1f%s)",
+                            "(decode %.1f s, classify %.1f%s; bronze %.1f, quarantine %.1f)%s",
                             self.app_id,
                             batch_id,
                             len(keys),
@@ -555,15 +554,15 @@ class IngestJob:
                             f", later stages {t_downstream - t_classified:.1f}" if downstream is not None else "",
                             t_bronze - t_land,
                             time.monotonic() - t_bronze,
-                            f"; written {time.monotonic() - t0:.1f} s after the batch began" if behind else "",
+                            lag(meta) if self.landing else "",
                         )
                 finally:
                     batch.unpersist()
 
-            behind = self.behind is not None and downstream is not None and bool(keys)
-            if behind:
-                assert self.behind is not None
-                self.behind.submit(batch_id, offset_ranges(keys), land)
+            if self.behind is not None and downstream is not None and keys:
+                # The real-time pipeline: the bronze lander (another process) appends this batch from Kafka.
+                self.behind.mark(batch_id, offset_ranges(keys))
+                batch.unpersist()
             else:
                 land()
             self._clean = True
@@ -575,42 +574,46 @@ class IngestJob:
             batch.unpersist()
             raise
 
-    def flush(self) -> None:
-        """Wait for a batch's bronze append still running in the background (:class:`BronzeBehind`); raise its error."""
-        if self.behind is not None:
-            self.behind.wait()
-
     def recover(self, spark: SparkSession) -> int:
-        """Append to bronze and quarantine the batches a stopped run committed to its checkpoint and had not yet
-        written there (:class:`BronzeBehind`): their messages are read again from Kafka, by offset, and go
-        through :meth:`write_batch` (messages already in the lake are skipped, as in a replay). Returns the
-        number of messages read again."""
-        from alertlake.spark import kafka_options
-
+        """Append to bronze and quarantine the batches a stopped run marked and its lander had not appended yet
+        (:class:`BronzeBehind`), before the stream starts: their messages are read again from Kafka, by offset
+        (:meth:`land_marked`). Returns the number of messages read again."""
         if self.behind is None:
             return 0
         total = 0
         for batch_id, ranges in self.behind.pending():
-            count = sum(last - first + 1 for parts in ranges.values() for first, last in parts.values())
             log.warning(
                 "%s: batch %d went through the later stages and was committed, but the run stopped before its bronze "
                 "append; reading its %d messages again from Kafka",
                 self.app_id,
                 batch_id,
-                count,
+                message_count(ranges),
             )
-            kafka = (
-                spark.read.format("kafka")
-                .options(**kafka_options(self.settings))
-                .options(**range_options(ranges))
-                .option("failOnDataLoss", "true")
-                .load()
-            )
-            self.write_batch(decode_messages(kafka, self.survey, self.max_bytes), batch_id)
-            self.behind.done(batch_id)
-            total += count
+            total += self.land_marked(spark, batch_id, ranges)
         self._clean = False  # the stream's first batch may still be a retry (see write_batch)
         return total
+
+    def land_marked(self, spark: SparkSession, batch_id: int, ranges: dict[str, dict[str, tuple[int, int]]]) -> int:
+        """Append marked batch ``batch_id`` to bronze and quarantine: its messages (``ranges``) are read again from
+        Kafka and go through :meth:`write_batch`, where those already in the lake are skipped, as in a replay;
+        then its marker is removed. Returns the number of messages read."""
+        assert self.behind is not None
+        self.write_batch(self.marked_messages(spark, ranges), batch_id)
+        self.behind.done(batch_id)
+        return message_count(ranges)
+
+    def marked_messages(self, spark: SparkSession, ranges: dict[str, dict[str, tuple[int, int]]]) -> DataFrame:
+        """The messages of a marked batch (its Kafka offset ``ranges``), read again from Kafka and decoded."""
+        from alertlake.spark import kafka_options
+
+        kafka = (
+            spark.read.format("kafka")
+            .options(**kafka_options(self.settings))
+            .options(**range_options(ranges))
+            .option("failOnDataLoss", "true")
+            .load()
+        )
+        return decode_messages(kafka, self.survey, self.max_bytes)
 
     def classify(self, keys: list[Any]) -> dict[tuple[str, int, int], tuple[str, str]]:
         """Decide for each message of a batch: ``new`` (to bronze), ``bad`` or ``duplicate`` (to quarantine),
@@ -732,6 +735,19 @@ def offset_ranges(keys: list[Any]) -> dict[str, dict[str, tuple[int, int]]]:
     return ranges
 
 
+def message_count(ranges: dict[str, dict[str, tuple[int, int]]]) -> int:
+    """How many Kafka messages ``ranges`` (:func:`offset_ranges`) span."""
+    return sum(last - first + 1 for parts in ranges.values() for first, last in parts.values())
+
+
+def lag(meta: dict[str, Any]) -> str:
+    """``"; N s after the survey sent its last message"``: how far behind the survey a batch was written."""
+    if not meta.get("max_kafka_timestamp"):
+        return ""
+    behind = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(meta["max_kafka_timestamp"])
+    return f"; {behind.total_seconds():.1f} s after the survey sent its last message"
+
+
 def range_options(ranges: dict[str, dict[str, tuple[int, int]]]) -> dict[str, str]:
     """Options of Spark's Kafka batch source that read exactly the messages of ``ranges`` (:func:`offset_ranges`):
     the partitions assigned, and from each one's first offset to just after its last."""
@@ -743,19 +759,19 @@ def range_options(ranges: dict[str, dict[str, tuple[int, int]]]) -> dict[str, st
 
 
 class BronzeBehind:
-    """Bronze appended one micro-batch behind: the real-time pipeline's batch N is written to bronze (and
-    quarantine) in a background thread while batch N+1 is decoded, enriched and distributed.
+    """The real-time pipeline's bronze, appended behind it: each micro-batch that went through the later stages
+    leaves a *marker* (``_checkpoints/<app>_bronze/<batch id>.json``: the batch's Kafka offset ranges), and the
+    bronze lander (:mod:`jobs.lander`, a process of its own at the lowest CPU priority) reads the marked messages
+    again from Kafka, appends them to bronze and quarantine, and removes the marker.
 
-    A micro-batch's bronze append is as long as all its later stages together (``bench/stages.py``) and the
-    filter streams need none of it; written in line, it set the pace of micro-batches and so the alerts' wait.
-    At most one append runs at a time: the next batch waits for it before starting its own, and raises its error.
+    A micro-batch's bronze append costs as much CPU as all its later stages together (``bench/stages.py``) and the
+    filter streams need none of it. Written by the pipeline, even in a background thread, it took half the
+    alerts' latency on a CPU-bound machine (docs/data-engineer.md).
 
-    Spark commits batch N to the checkpoint once ``foreachBatch`` returns, before its append has finished, so a
-    killed run could leave a committed batch out of bronze, and Spark never replays a committed batch. Hence a
-    *marker* (``_checkpoints/<app>_bronze/<batch id>.json``, the batch's Kafka offset ranges), written before the
-    append starts and removed once it is committed: at start, :meth:`IngestJob.recover` reads each marked batch
-    again from Kafka and appends what bronze and quarantine lack. The files go through Hadoop's file system, like
-    Spark's own checkpoint, so the lake may be local or on an object store.
+    Nothing is lost: a marker is written before Spark commits its batch to the checkpoint, and removed only once
+    the batch's appends are committed, so a marked batch is in the lake or still marked. At start, before its
+    stream and its lander, the pipeline appends the batches still marked (:meth:`IngestJob.recover`). The files go
+    through Hadoop's file system, like Spark's own checkpoint, so the lake may be local or on an object store.
     """
 
     def __init__(self, spark: SparkSession, settings: Settings, app_id: str) -> None:
@@ -764,9 +780,6 @@ class BronzeBehind:
         self.spark = spark
         self.checkpoint = checkpoint_uri(settings, app_id)
         self.markers = checkpoint_uri(settings, f"{app_id}_bronze")
-        self._thread: threading.Thread | None = None
-        self._batch: int | None = None
-        self._error: BaseException | None = None
 
     def _path(self, uri: str) -> Any:
         path = self._jvm.org.apache.hadoop.fs.Path(uri)
@@ -778,37 +791,17 @@ class BronzeBehind:
         assert jvm is not None
         return jvm
 
-    def submit(self, batch_id: int, ranges: dict[str, dict[str, tuple[int, int]]], land: Callable[[], None]) -> None:
-        """Mark batch ``batch_id`` pending and run ``land`` (its appends) in the background, once the previous
-        batch's appends are done."""
-        self.wait()
+    def mark(self, batch_id: int, ranges: dict[str, dict[str, tuple[int, int]]]) -> None:
+        """Mark batch ``batch_id`` (its Kafka offset ``ranges``) for the lander. Written aside and renamed, so a
+        lander listing the markers never reads one half written."""
         path, fs = self._path(f"{self.markers}/{batch_id}.json")
-        out = fs.create(path, True)
+        temporary, _ = self._path(f"{self.markers}/{batch_id}.json.tmp")
+        out = fs.create(temporary, True)
         out.write(bytearray(json.dumps({"batch_id": batch_id, "ranges": ranges}).encode()))
         out.close()
-
-        def run() -> None:
-            try:
-                land()
-                self.done(batch_id)
-            except BaseException as exc:  # noqa: BLE001 - handed to the stream's thread by wait()
-                self._error = exc
-
-        self._batch, self._error = batch_id, None
-        # A plain thread, not PySpark's InheritableThread: the stream thread's job group is the query's, which
-        # Spark cancels when the query stops, and the append must finish then (run() waits for it).
-        self._thread = threading.Thread(target=run, name=f"bronze-batch-{batch_id}", daemon=True)
-        self._thread.start()
-
-    def wait(self) -> None:
-        """Wait for the append running in the background, if any; raise its error."""
-        if self._thread is None:
-            return
-        self._thread.join()
-        self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"bronze append of batch {self._batch} failed: {error}") from error
+        fs.delete(path, False)  # a batch replayed after a kill is marked again
+        if not fs.rename(temporary, path):
+            raise RuntimeError(f"could not write the bronze marker {self.markers}/{batch_id}.json")
 
     def done(self, batch_id: int) -> None:
         """Remove batch ``batch_id``'s marker: its appends are committed."""

@@ -12,25 +12,28 @@ other, in one Spark application:
 3. if the gate passed, the same silver rows, still cached, go to the filters and their Kafka topics through
    :class:`jobs.distribute.DistributeJob` (``gold.filter_hits``, exactly once). A held batch is not sent;
    ``alertlake replay filter`` sends it once released;
-4. only then are the rows committed to silver (keyed insert), and the batch to bronze and quarantine: the
-   filter streams wait for none of these writes. With them first, an alert's latency under load (1,000
-   alerts/s, ``bench/e2e.py``, 2-minute runs side by side) went from p50 14.2 s, p95 19.1 s to 9.3 s, 14.9 s.
-   The bronze and quarantine appends run in the background (:class:`jobs.ingest.BronzeBehind`) while the next
-   micro-batch goes through steps 1 to 4, so they no longer set the pace of micro-batches either.
+4. only then are the rows committed to silver (keyed insert): the filter streams wait for none of these writes.
+   With them first, an alert's latency under load (1,000 alerts/s, ``bench/e2e.py``, 2-minute runs side by
+   side) went from p50 14.2 s, p95 19.1 s to 9.3 s, 14.9 s;
+5. the batch is marked for bronze: its Kafka offset ranges in a small file (:class:`jobs.ingest.BronzeBehind`).
+   The bronze lander (:mod:`jobs.lander`), a child process at the lowest CPU priority, reads the marked messages
+   again from Kafka and appends them to bronze and quarantine, behind the pipeline. Appended by the pipeline,
+   even in a background thread, bronze held half the alerts' latency on a CPU-bound machine (``--bronze inline``
+   still does that).
 
 ``gold.objects`` is kept current from silver by :mod:`jobs.objects` (delta-rs and pyarrow, no Spark) every
 ``--objects-interval``, off the latency path: in a thread of this process, or (``--no-objects``) in a
 ``python -m jobs.objects`` process of its own at low CPU priority, which is how the real-time DAG runs it.
 
 Exactly once across a kill: each stage keeps its own guarantee, keyed by the micro-batch id, which Spark
-replays unchanged after a restart. Bronze skips messages already in the lake, silver skips alerts already there,
-and distribution (app id ``pipeline_<survey>``) skips a batch already recorded in ``gold.filter_hits`` and finds
-in Kafka the messages a killed run sent but did not record. As silver is written before bronze, a killed attempt
+replays unchanged after a restart. Silver skips alerts already there, distribution (app id ``pipeline_<survey>``)
+skips a batch already recorded in ``gold.filter_hits`` and finds in Kafka the messages a killed run sent but did
+not record, and bronze skips messages already in the lake. As silver is written before bronze, a killed attempt
 may leave a batch in silver and not in bronze; Spark replays it as the first batch of the next run, so silver is
 searched for the alerts of a run's first batch (from the second one on, alerts new to bronze are new to silver).
-A batch whose background bronze append had not finished when the run stopped is committed and not replayed:
-its marker makes the next run read its messages again from Kafka, by offset, before the stream starts
-(:meth:`jobs.ingest.IngestJob.recover`).
+A batch committed to the checkpoint but not yet appended by the lander when the run stopped stays marked: the
+next run appends it, reading its messages again from Kafka, before its stream and its lander start
+(:meth:`jobs.ingest.IngestJob.recover`; :mod:`jobs.lander` says how the two never append the same batch).
 
 The pipeline writes and distributes the alerts it reads; it replaces, and must not run beside, the three
 streaming jobs for the same surveys (their checkpoints would not know what it did). Bounded catch-up, replays
@@ -59,6 +62,7 @@ from alertlake.settings import Settings, get_settings, job_settings
 from alertlake.spark import Query, load_delta_states, start_stream, supervise
 from jobs import distribute, enrich, ingest
 from jobs import objects as objects_job
+from jobs.lander import BronzeLander
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -149,8 +153,10 @@ def start(
     max_offsets: int = 20000,
     topic_suffix: str = "",
     filters_dir: Path = FILTERS_DIR,
+    lander: bool = True,
 ) -> tuple[StreamingQuery, PipelineJob]:
-    """Start ``survey``'s pipeline query (Kafka source, as :func:`jobs.ingest.start`); return it and its job."""
+    """Start ``survey``'s pipeline query (Kafka source, as :func:`jobs.ingest.start`); return it and its job.
+    ``lander``: each batch is marked for the bronze lander (:mod:`jobs.lander`), else appended to bronze in line."""
     from alertlake.kafka import survey_topic
 
     name = app_id(survey)
@@ -164,17 +170,23 @@ def start(
     distribute_job = distribute.DistributeJob(settings, filters, app_id=name, topic_suffix=topic_suffix)
     distribute_job.prepare(spark, silver.schema)
     ingest_job.prepare()
+    # Batches an earlier run marked and its lander had not appended: appended now, before the stream (and the
+    # lander of this run) starts.
     ingest_job.behind = ingest.BronzeBehind(spark, settings, name)
     ingest_job.recover(spark)
+    if not lander:
+        ingest_job.behind = None  # bronze and quarantine appended by each batch itself
     ingest.warm_up(
         spark,
         survey,
         ingest_job.max_bytes,
         settings.ingest_warm_up_alerts,
         downstream=warm_up_stages(enrich_job, distribute_job),
+        bronze=not lander,
     )
     # The tables each micro-batch commits to with Spark: their state now, not in the first batch.
-    load_delta_states(spark, [enrich_job.silver_uri, ingest_job.bronze_uri, ingest_job.quarantine_uri])
+    written = [enrich_job.silver_uri] + ([] if lander else [ingest_job.bronze_uri, ingest_job.quarantine_uri])
+    load_delta_states(spark, written)
     reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
     decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes)
     job = PipelineJob(ingest_job, enrich_job, distribute_job)
@@ -193,26 +205,38 @@ def run(
     timeout: float = 0,
     topic_suffix: str = "",
     spark: SparkSession | None = None,
+    bronze: str = "lander",
 ) -> dict[str, Any]:
     """Run the pipeline of ``surveys`` until stopped (or ``timeout`` seconds, or caught up when bounded).
 
     ``objects``: also keep gold.objects current in this process (a thread); off when ``jobs.objects`` runs
-    beside it at low CPU priority (the real-time DAG), so that it never takes the pipeline's CPU."""
+    beside it at low CPU priority (the real-time DAG), so that it never takes the pipeline's CPU.
+    ``bronze``: ``lander`` (bronze and quarantine appended behind the pipeline by :mod:`jobs.lander`, at low CPU
+    priority) or ``inline`` (by each micro-batch, after its filter messages)."""
     settings = settings or get_settings()
+    lander = BronzeLander(settings, {s: app_id(s) for s in surveys})
+    lander.reap()  # a lander an earlier run left must not append while the batches it left are recovered
     refs, spark = enrich.modules_and_spark(settings, "alertlake-pipeline", spark)  # MLflow down: fails first
-    started = [start(spark, settings, s, refs, trigger, interval, max_offsets, topic_suffix) for s in surveys]
+    if bronze == "lander":
+        lander.start()  # it starts Spark and warms up meanwhile, and appends nothing before go()
+    try:
+        started = [
+            start(spark, settings, s, refs, trigger, interval, max_offsets, topic_suffix, lander=bronze == "lander")
+            for s in surveys
+        ]
+    except BaseException:
+        lander.stop()
+        raise
+    lander.go()
+    queries: list[Query] = [q for q, _ in started]
     if trigger == "available-now":
         for query, _ in started:  # objects after the alerts of this run are in silver
             query.awaitTermination()
-    queries: list[Query] = [q for q, _ in started]
+        lander.stop()  # and the run ends once they are in bronze
     if objects:
         queries.append(objects_job.start(settings, trigger, objects_interval))
+    queries.append(lander)  # last: stopped (every marked batch appended) once the streams have stopped
     failures = supervise(queries, timeout)
-    for survey, (_, job) in zip(surveys, started, strict=True):
-        try:  # the last batch's bronze append, still running in the background
-            job.ingest.flush()
-        except RuntimeError as exc:
-            failures.append(f"{app_id(survey)}: {exc}")
     if failures:
         raise RuntimeError("pipeline failed: " + "; ".join(failures))
     return {
@@ -240,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=0, help="continuous: stop after this many seconds")
     parser.add_argument(
+        "--bronze",
+        choices=["lander", "inline"],
+        default="lander",
+        help="lander: bronze appended behind the pipeline by a process at low CPU priority (jobs.lander); "
+        "inline: by each micro-batch",
+    )
+    parser.add_argument(
         "--topic-suffix",
         default=os.environ.get("ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX", ""),
         help="append to every filter topic (staging, tests; env ALERTLAKE_DISTRIBUTE_TOPIC_SUFFIX); live: none",
@@ -262,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.timeout,
             topic_suffix=args.topic_suffix,
             settings=job_settings(args.no_trino),
+            bronze=args.bronze,
         )
     except (RuntimeError, ValueError) as exc:
         log.error("%s", exc)

@@ -9,6 +9,7 @@ topics (a unique ``.test-<id>`` suffix), so live streams and other tests are unt
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -157,9 +158,9 @@ def test_pipeline_end_to_end_and_killed_twice(
     spark: SparkSession, champions: dict[str, int], stream: tuple[Settings, str]
 ) -> None:
     """One run killed between sending a batch and recording it, a second killed after that batch's silver rows,
-    messages and checkpoint commit and before its bronze rows (appended in the background), a third to the end,
-    then gold.objects by its own process (as the real-time DAG runs it): every stage exactly once, nothing lost,
-    nothing duplicated."""
+    messages and checkpoint commit and before its bronze rows (appended behind the pipeline by its lander), a
+    third to the end with its lander killed between an append and the removal of its marker, then gold.objects by
+    its own process (as the real-time DAG runs it): every stage exactly once, nothing lost, nothing duplicated."""
     settings, suffix = stream
     sent = simulate(settings, "ztf", loops=3, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True)
     fault = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0", "ALERTLAKE_DISTRIBUTE_FAULT": "after-send:2"}
@@ -172,12 +173,13 @@ def test_pipeline_end_to_end_and_killed_twice(
     assert len(hits) and 2 not in set(hits["distribute_batch"])
     assert 2 not in set(table(spark, settings, "bronze.ztf_alerts")["ingest_batch"])
 
-    # Bronze is appended in the background while the next batch goes on: killed once Spark has committed batch 2
-    # to the checkpoint and before its bronze append, so Spark will not replay it.
+    # Bronze is appended behind the pipeline by its lander: both killed once Spark has committed batch 2 to the
+    # checkpoint and before the lander appends it, so Spark will not replay it.
     fault = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "0", "ALERTLAKE_INGEST_FAULT": "before-bronze:2"}
     proc = run_pipeline(settings, suffix, "--max-offsets", "300", "--no-objects", env=fault)
     out = finish(proc)
     assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    assert "killing the pipeline and the lander before bronze, batch 2" in out
     assert "found in Kafka; they will be recorded, not sent again" in out
     # Batch 2, replayed, is now in Kafka, gold.filter_hits and silver, committed, still not in bronze: marked.
     assert 2 in set(table(spark, settings, "gold.filter_hits")["distribute_batch"])
@@ -187,13 +189,22 @@ def test_pipeline_end_to_end_and_killed_twice(
     assert (checkpoints / "pipeline_ztf" / "commits" / "2").exists()
     assert (checkpoints / "pipeline_ztf_bronze" / "2.json").exists()
 
+    # More alerts (new ids), so that the next run's stream has batches for its lander whatever the last run did.
+    more = simulate(settings, "ztf", loops=1, night=NIGHT, bad=True, drop_cutouts=True, keep_ids=True, first_copy=3)
+    sent.alert_ids += more.alert_ids
+    sent.bad_by_reason = dict(Counter(sent.bad_by_reason) + Counter(more.bad_by_reason))
+    # The batches still marked are appended before the stream starts. The lander is killed after its first append
+    # and before it removes that batch's marker: the pipeline starts another, which finds the batch in the lake.
     # A small warm-up (the default 2,000 alerts took 98 s on a slow machine): that it runs is what is checked.
-    warm = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "250"}
-    proc = run_pipeline(settings, suffix, "--max-offsets", "300", "--no-objects", env=warm)
+    env = {"ALERTLAKE_INGEST_WARM_UP_ALERTS": "250", "ALERTLAKE_INGEST_FAULT": "lander-after-bronze"}
+    proc = run_pipeline(settings, suffix, "--max-offsets", "300", "--no-objects", env=env)
     out = finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "warmed up" in out
     assert "batch 2 went through the later stages and was committed" in out  # read again from Kafka
+    assert "killing the lander after bronze" in out
+    assert "the bronze lander exited with code -9; starting it again" in out
+    assert re.search(r"-> 0 bronze, 0 quarantine, [1-9]\d* already in the lake", out), out[-3000:]
     assert 2 in set(table(spark, settings, "bronze.ztf_alerts")["ingest_batch"])
     assert not list((checkpoints / "pipeline_ztf_bronze").glob("*.json"))
     # gold.objects is left to its own process (the real-time DAG runs it at low CPU priority).
