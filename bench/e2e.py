@@ -277,7 +277,7 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str,
         # As the real-time DAG runs it: gold.objects kept by a process of its own at the lowest CPU priority.
         jobs = {
             "pipeline": start(
-                ["-m", "jobs.pipeline", "--survey=ztf", "--interval=1s", "--no-objects", f"--bronze={args.bronze}"],
+                ["-m", "jobs.pipeline", "--survey=ztf", "--interval=1 second", "--no-objects", "--bronze", args.bronze],
                 env,
                 work / "pipeline.log",
             ),
