@@ -20,6 +20,11 @@ them, with the share of the whole machine's CPU that was busy (``machine.cpu_whi
 ``cpu_during_load`` with the drain) and how fast the machine decodes ZTF alerts that day against
 ``bench/results/decode.json`` (``machine.speed``): runs of different days compare only through these.
 
+In pipeline mode bronze is appended behind the filter streams by the pipeline's lander (:mod:`jobs.lander`, at
+the lowest CPU priority; ``--bronze inline`` appends it in the pipeline instead): the jobs run until it has
+caught up, and ``bronze`` reports how far behind the survey each alert of the run reached bronze (its batch's
+``ingest_time`` minus its ``kafka_timestamp``) and when the last one did, after sending ended.
+
 Prints a table and writes ``bench/results/e2e.json`` (alerts_per_s, p50/p95/p99_latency_s, peak_rss_gib, ...).
 ``alerts_per_s`` is the rate at which alerts sent during the run reached silver (the pipeline's sustained
 throughput): their count over the time from the first send to the last of them enriched, after a drain period;

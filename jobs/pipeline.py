@@ -218,7 +218,7 @@ def run(
     lander.reap()  # a lander an earlier run left must not append while the batches it left are recovered
     refs, spark = enrich.modules_and_spark(settings, "alertlake-pipeline", spark)  # MLflow down: fails first
     if bronze == "lander":
-        lander.start()  # it starts Spark and warms up meanwhile, and appends nothing before go()
+        lander.start()  # it starts Spark meanwhile, and appends nothing before go()
     try:
         started = [
             start(spark, settings, s, refs, trigger, interval, max_offsets, topic_suffix, lander=bronze == "lander")
