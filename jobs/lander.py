@@ -101,7 +101,7 @@ def reap(key: str, timeout: float = 30) -> int:
             raise RuntimeError(f"processes of an earlier bronze lander survive SIGKILL: {lander_processes(key)}")
         time.sleep(0.1)
     if pids:
-        log.warning("killed %d processes of a bronze lander left by an earlier run: %s", len(pids), pids)
+        log.warning("killed %d processes an earlier bronze lander left: %s", len(pids), pids)
     return len(pids)
 
 
@@ -187,6 +187,10 @@ class BronzeLander:
         ``PR_SET_PDEATHSIG`` fires when the thread that started it ends."""
         failures = 0
         while True:
+            if self.started:
+                # The dead lander's JVM may still be finishing a write until it sees its input close: it must be
+                # gone before another lander looks at bronze.
+                self.reap()
             with self._lock:
                 self._proc = proc = self._spawn()
                 self._tell(proc)  # a lander started again: told at once what the last one was told
