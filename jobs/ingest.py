@@ -559,9 +559,11 @@ class IngestJob:
                 finally:
                     batch.unpersist()
 
-            if self.behind is not None and downstream is not None and keys:
-                # The real-time pipeline: the bronze lander (another process) appends this batch from Kafka.
-                self.behind.mark(batch_id, offset_ranges(keys))
+            if self.behind is not None and downstream is not None:
+                # The real-time pipeline: the bronze lander (another process) appends this batch from Kafka. The
+                # pipeline itself never appends to bronze while its lander may.
+                if keys:
+                    self.behind.mark(batch_id, offset_ranges(keys))
                 batch.unpersist()
             else:
                 land()
