@@ -68,7 +68,8 @@ def stream(services: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]
 
 
 def run_pipeline(settings: Settings, suffix: str, *extra: str, env: dict[str, str] | None = None) -> Any:
-    """Start ``python -m jobs.pipeline`` for ZTF, bounded, on the private lake and topics."""
+    """Start ``python -m jobs.pipeline`` for ZTF, bounded, on the private lake and topics, with the bronze lander
+    that continuous runs have (bounded runs append bronze in line by default)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -81,6 +82,7 @@ def run_pipeline(settings: Settings, suffix: str, *extra: str, env: dict[str, st
             "--topic-suffix",
             suffix,
             "--no-trino",
+            "--bronze=lander",
             *extra,
         ],
         cwd=REPO_ROOT,
