@@ -203,13 +203,15 @@ class Settings(BaseSettings):
         """The PEM certificate that clients trust for ``trino_url`` (``trino_ca_file`` or the local one)."""
         return self.trino_ca_file or self.state_dir / "trino" / "tls" / "trino.pem"
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, secrets: bool = True) -> dict[str, str]:
         """Every setting as the environment variable that sets it: a child process (a shell script, a job's
-        helper process) given these reads the same values, whatever this process's own environment said."""
+        helper process) given these reads the same values, whatever this process's own environment said.
+        Without ``secrets``, passwords are left out: a child reads them where this process did (its inherited
+        environment, or the local secrets file), and they stay out of its ``/proc/<pid>/environ``."""
         env = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is None:
+            if value is None or (isinstance(value, SecretStr) and not secrets):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()

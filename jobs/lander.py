@@ -171,7 +171,7 @@ class BronzeLander:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         args = [f"--job={survey}={app}" for survey, app in sorted(self.apps.items())]
-        env = {**os.environ, **self.settings.environment(), LANDER_ENV: self.key}
+        env = {**os.environ, **self.settings.environment(secrets=False), LANDER_ENV: self.key}
         if self.started or not env.get(ingest.FAULT_ENV, "").startswith(LANDER_FAULTS):
             env.pop(ingest.FAULT_ENV, None)  # a fault is injected once, into the first lander
         self.started += 1
