@@ -256,8 +256,9 @@ def wait_for_reader(settings: Settings, topics: list[str], read: dict[tuple[str,
     return True
 
 
-def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str, Any] | None:
-    """One benchmark run in ``mode`` (``pipeline`` or ``jobs``); None when a job exited before the load."""
+def run(args: argparse.Namespace, mode: str, speed: dict[str, Any], bronze: str = "lander") -> dict[str, Any] | None:
+    """One benchmark run in ``mode`` (``pipeline`` or ``jobs``; the pipeline's ``bronze`` by its lander or inline);
+    None when a job exited before the load."""
     run_id = uuid.uuid4().hex[:8]
     work = REPO / ".state" / f"bench-e2e-{run_id}"
     work.mkdir(parents=True)
@@ -282,7 +283,7 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str,
         # As the real-time DAG runs it: gold.objects kept by a process of its own at the lowest CPU priority.
         jobs = {
             "pipeline": start(
-                ["-m", "jobs.pipeline", "--survey=ztf", "--interval=1 second", "--no-objects", "--bronze", args.bronze],
+                ["-m", "jobs.pipeline", "--survey=ztf", "--interval=1 second", "--no-objects", "--bronze", bronze],
                 env,
                 work / "pipeline.log",
             ),
@@ -432,7 +433,7 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any]) -> dict[str,
         "RSS sum beside it",
         "pss_readings": memory.pss_readings,
         "mode": mode,
-        "pipeline_bronze": args.bronze if mode == "pipeline" else None,
+        "pipeline_bronze": bronze if mode == "pipeline" else None,
         "target_rate": args.rate,
         "sent_alerts": expected,
         "send_rate_achieved": round(expected / send_seconds, 1),
@@ -500,9 +501,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--bronze",
-        choices=["lander", "inline"],
+        choices=["lander", "inline", "both"],
         default="lander",
-        help="pipeline mode: bronze appended by its lander process (the default) or by each micro-batch",
+        help="pipeline mode: bronze appended by its lander process (the default) or by each micro-batch; both: "
+        "one run each, in turn (the lander's figures at the top level, the other's under inline_bronze, and ratios)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -513,16 +515,28 @@ def main() -> int:
     # As the real-time DAG does: a module with no champion yet (a fresh set-up) is registered first, so the jobs
     # do not stop at start-up for want of one.
     print(f"science modules: {ensure_registered()}")
-    speed = machine_speed()
-    print(f"machine speed: {speed}")
+    plan = [(mode, mode, "lander" if args.bronze == "both" else args.bronze) for mode in modes]
+    if args.bronze == "both" and "pipeline" in modes:
+        plan.append(("pipeline-inline", "pipeline", "inline"))
     runs: dict[str, dict[str, Any]] = {}
-    for mode in modes:
-        outcome = run(args, mode, speed)
+    for label, mode, bronze in plan:
+        speed = machine_speed()  # before each run: it drifts within an hour on this kind of host
+        print(f"machine speed: {speed}")
+        outcome = run(args, mode, speed, bronze)
         if outcome is None:
             return 1
-        runs[mode] = outcome
+        runs[label] = outcome
     result = dict(runs[modes[0]])
-    if len(modes) == 2:
+    if "pipeline-inline" in runs:
+        inline = runs["pipeline-inline"]
+        result["inline_bronze"] = inline
+        result["lander_vs_inline"] = {
+            "throughput_ratio": round(runs["pipeline"]["alerts_per_s"] / max(inline["alerts_per_s"], 1e-9), 2),
+            "p95_latency_ratio": round(runs["pipeline"]["p95_latency_s"] / max(inline["p95_latency_s"], 1e-9), 3),
+            "peak_memory_ratio": round(runs["pipeline"]["peak_rss_gib"] / max(inline["peak_rss_gib"], 1e-9), 2),
+        }
+    modes = list(runs)
+    if "jobs" in runs and "pipeline" in runs:
         jobs_run = runs["jobs"]
         result["jobs_mode"] = jobs_run
         result["pipeline_vs_jobs"] = {
