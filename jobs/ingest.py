@@ -601,6 +601,9 @@ class IngestJob:
         then its marker is removed. Returns the number of messages read."""
         assert self.behind is not None
         self.write_batch(self.marked_messages(spark, ranges), batch_id)
+        if self.landing and os.environ.get(FAULT_ENV) == "lander-after-bronze":
+            log.warning("fault injection: killing the lander after bronze, batch %d, its marker kept", batch_id)
+            os.kill(os.getpid(), signal.SIGKILL)
         self.behind.done(batch_id)
         return message_count(ranges)
 

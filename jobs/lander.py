@@ -229,7 +229,6 @@ def die_with_parent(parent: int) -> None:
 def land(spark: SparkSession, jobs: list[ingest.IngestJob], draining: threading.Event, poll: float = 0.5) -> int:
     """Append every marked batch of ``jobs`` (oldest first) until ``draining`` is set and none is left; returns
     the number of messages read."""
-    fault = os.environ.get(ingest.FAULT_ENV, "")
     total, said = 0, 0.0
     while True:
         drained = draining.is_set()  # before listing: a batch marked before the streams stopped is listed
@@ -247,19 +246,12 @@ def land(spark: SparkSession, jobs: list[ingest.IngestJob], draining: threading.
                 sum(ingest.message_count(r) for _, _, r in work),
             )
         for job, batch_id, ranges in work:
-            behind = job.behind
-            assert behind is not None
-            if fault == f"before-bronze:{batch_id}":
-                behind.wait_committed(batch_id)  # committed to the checkpoint: Spark will not replay it
+            if os.environ.get(ingest.FAULT_ENV) == f"before-bronze:{batch_id}" and job.behind is not None:
+                job.behind.wait_committed(batch_id)  # committed to the checkpoint: Spark will not replay it
                 log.warning("fault injection: killing the pipeline and the lander before bronze, batch %d", batch_id)
                 os.kill(os.getppid(), signal.SIGKILL)
                 os.kill(os.getpid(), signal.SIGKILL)
-            job.write_batch(job.marked_messages(spark, ranges), batch_id)
-            if fault == "lander-after-bronze":
-                log.warning("fault injection: killing the lander after bronze, batch %d, its marker kept", batch_id)
-                os.kill(os.getpid(), signal.SIGKILL)
-            behind.done(batch_id)
-            total += ingest.message_count(ranges)
+            total += job.land_marked(spark, batch_id, ranges)  # the lander-after-bronze fault is in there
 
 
 def main(argv: list[str] | None = None) -> int:
