@@ -37,6 +37,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -298,6 +299,16 @@ def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataF
     return good.select(*others, (F.lit(None).cast(union) if native is None else native).alias("native"))
 
 
+def without_bytes(decoded: DataFrame) -> DataFrame:
+    """What the real-time pipeline keeps of a batch's decoded messages when its bronze lander appends them
+    (:mod:`jobs.lander` reads the messages again from Kafka): :func:`kept`'s columns, with no bytes in ``raw`` and
+    ``body``. That is about 9 KB less per ZTF alert (without stamps) in the batch's cache."""
+    from pyspark.sql import functions as F
+
+    others = [c for c in decoded.columns if c not in ("raw", "body", "body_offset", "body_length")]
+    return decoded.select(*others, F.lit(None).cast("binary").alias("raw"), F.lit(None).cast("binary").alias("body"))
+
+
 def to_bronze_rows(good: DataFrame, survey_name: str, versions: list[str], batch_id: int) -> DataFrame:
     """Decoded good messages -> rows of ``bronze.<survey>_alerts`` (native fields, then :data:`BRONZE_EXTRA`)."""
     native = with_native(good, survey_name, versions)
@@ -440,7 +451,10 @@ class IngestJob:
         spark = decoded.sparkSession
         if self.until is not None:
             decoded = decoded.where(F.col("kafka_timestamp") < F.lit(self.until))
-        batch = kept(decoded).persist()
+        # The real-time pipeline with its bronze lander: this process only marks the batch (the lander reads its
+        # messages again from Kafka), so neither the Avro bodies nor the bad messages' bytes are cached.
+        marks_only = self.behind is not None and downstream is not None
+        batch = (without_bytes(decoded) if marks_only else kept(decoded)).persist()
         try:
             # The batch's keys (ids, offsets, versions) are small: classify them on the driver in one pass.
             keys = (
@@ -462,41 +476,17 @@ class IngestJob:
             counts = {"new": 0, "bad": 0, "duplicate": 0, "already": 0}
             for status, _ in plan.values():
                 counts[status] += 1
-            # Only the messages that are not new need marking (usually a few bad ones, or none at all).
-            marks = F.broadcast(
-                spark.createDataFrame(
-                    [(*c, status, note) for c, (status, note) in plan.items() if status != "new"],
-                    f"{COORDS_DDL}, status string, note string",
+
+            @cache
+            def marks() -> DataFrame:
+                """Only the messages that are not new, marked (usually a few bad ones, or none at all)."""
+                return F.broadcast(
+                    spark.createDataFrame(
+                        [(*c, status, note) for c, (status, note) in plan.items() if status != "new"],
+                        f"{COORDS_DDL}, status string, note string",
+                    )
                 )
-            )
-            versions = sorted({k["schema_version"] for k in keys if k["ok"] and plan[_coords(k)][0] == "new"})
-            good = batch.where(F.col("reason").isNull())
-            if counts["new"] < sum(k["ok"] for k in keys):  # good messages already in the lake, or duplicates
-                good = good.join(marks.select(*COORDS), list(COORDS), "left_anti")
-            bronze_rows = to_bronze_rows(good, self.survey, versions, batch_id)
-            # Quarantine rows carry the message bytes; the batch kept them for bad messages only, so a duplicate's
-            # are read again from Kafka when the rows are appended (:meth:`_append_quarantine`).
-            quarantined = with_batch_values(
-                batch.join(marks.where("status IN ('bad', 'duplicate')"), list(COORDS)),
-                BATCH_VALUES,
-                dt.datetime.now(dt.UTC),
-                batch_id,
-            )
-            quarantine_rows = quarantined.select(
-                F.lit(self.survey).alias("survey"),
-                *COORDS,
-                "kafka_timestamp",
-                F.when(F.col("status") == "duplicate", F.lit("duplicate_alert_id"))
-                .otherwise(F.col("reason"))
-                .alias("reason"),
-                F.when(F.col("status") == "duplicate", F.col("note")).otherwise(F.col("error")).alias("error"),
-                "alert_id",
-                "raw",
-                "ingest_time",
-                "ingest_batch",
-            )
-            duplicates = sorted(c for c, (status, _) in plan.items() if status == "duplicate")
-            quarantine_bytes = sum(k["size"] for k in keys if plan[_coords(k)][0] in ("bad", "duplicate"))
+
             stamps = [k["kafka_timestamp"] for k in keys]
             # The batch's figures travel in the Delta commit itself (DESCRIBE HISTORY shows them): no extra write.
             meta = {
@@ -516,7 +506,7 @@ class IngestJob:
                 # batch (then they are already in quarantine, and their alert went downstream with its first copy).
                 accepted = batch.where(F.col("reason").isNull())
                 if any(status == "duplicate" or note == "quarantine" for status, note in plan.values()):
-                    elsewhere = marks.where("status = 'duplicate' OR note = 'quarantine'").select(*COORDS)
+                    elsewhere = marks().where("status = 'duplicate' OR note = 'quarantine'").select(*COORDS)
                     accepted = accepted.join(elsewhere, list(COORDS), "left_anti")
                 # The later stages do not wait for bronze: they run first, then bronze and quarantine are written
                 # (the filter streams need not wait for them). So a killed attempt may have written them and not
@@ -525,6 +515,30 @@ class IngestJob:
                 downstream(accepted.select("canonical", "kafka_timestamp"), counts["already"] == 0 and self._clean)
                 t_downstream = time.monotonic()
             self._quarantined().update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
+
+            def quarantine_rows() -> DataFrame:
+                """The batch's bad messages and duplicates as quarantine rows. They carry the message bytes; the
+                batch kept them for bad messages only, so a duplicate's are read again from Kafka when the rows
+                are appended (:meth:`_append_quarantine`)."""
+                quarantined = with_batch_values(
+                    batch.join(marks().where("status IN ('bad', 'duplicate')"), list(COORDS)),
+                    BATCH_VALUES,
+                    dt.datetime.now(dt.UTC),
+                    batch_id,
+                )
+                return quarantined.select(
+                    F.lit(self.survey).alias("survey"),
+                    *COORDS,
+                    "kafka_timestamp",
+                    F.when(F.col("status") == "duplicate", F.lit("duplicate_alert_id"))
+                    .otherwise(F.col("reason"))
+                    .alias("reason"),
+                    F.when(F.col("status") == "duplicate", F.col("note")).otherwise(F.col("error")).alias("error"),
+                    "alert_id",
+                    "raw",
+                    "ingest_time",
+                    "ingest_batch",
+                )
 
             def land() -> None:
                 """Append the batch to bronze (and quarantine), then let its cache go."""
@@ -535,10 +549,20 @@ class IngestJob:
                         )
                         os.kill(os.getpid(), signal.SIGKILL)
                     t_land = time.monotonic()
-                    self._append(bronze_rows, self.bronze_uri, meta)
+                    versions = sorted({k["schema_version"] for k in keys if k["ok"] and plan[_coords(k)][0] == "new"})
+                    good = batch.where(F.col("reason").isNull())
+                    if counts["new"] < sum(k["ok"] for k in keys):  # good messages already in the lake, or duplicates
+                        good = good.join(marks().select(*COORDS), list(COORDS), "left_anti")
+                    self._append(to_bronze_rows(good, self.survey, versions, batch_id), self.bronze_uri, meta)
                     t_bronze = time.monotonic()
                     if meta["quarantine_rows"]:
-                        self._append_quarantine(quarantine_rows, decoded, duplicates, quarantine_bytes, meta)
+                        self._append_quarantine(
+                            quarantine_rows(),
+                            decoded,
+                            sorted(c for c, (status, _) in plan.items() if status == "duplicate"),
+                            sum(k["size"] for k in keys if plan[_coords(k)][0] in ("bad", "duplicate")),
+                            meta,
+                        )
                     if keys:
                         log.info(
                             "%s batch %d: %d messages -> %d bronze, %d quarantine, %d already in the lake "
@@ -559,11 +583,26 @@ class IngestJob:
                 finally:
                     batch.unpersist()
 
-            if self.behind is not None and downstream is not None:
+            if marks_only:
                 # The real-time pipeline: the bronze lander (another process) appends this batch from Kafka. The
                 # pipeline itself never appends to bronze while its lander may.
+                assert self.behind is not None
                 if keys:
                     self.behind.mark(batch_id, offset_ranges(keys))
+                    log.info(
+                        "%s batch %d: %d messages (%d new, %d bad, %d duplicates, %d already in the lake) marked for "
+                        "the bronze lander (decode %.1f s, classify %.1f, later stages %.1f)",
+                        self.app_id,
+                        batch_id,
+                        len(keys),
+                        counts["new"],
+                        counts["bad"],
+                        counts["duplicate"],
+                        counts["already"],
+                        t_decoded - t0,
+                        t_classified - t_decoded,
+                        t_downstream - t_classified,
+                    )
                 batch.unpersist()
             else:
                 land()
