@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 ALERTS = 50_000
 
 
-def _ingest(env: dict[str, str], trigger: str, log: Path) -> subprocess.Popen[bytes]:
+def _ingest(env: dict[str, str], trigger: str, log: Path, max_offsets: int = 5000) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "jobs.ingest", "--survey", "ztf", "--trigger", trigger, "--interval", "1 second"]
-    cmd += ["--max-offsets", "5000"]
+    cmd += ["--max-offsets", str(max_offsets)]
     with log.open("ab") as out:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -130,8 +130,9 @@ def test_sigkill_during_ingestion_loses_and_duplicates_nothing(services: Setting
         kills.append(round(delay, 1))
     sender.join()
     summary = sent["summary"]
-    # Drain what is left in one bounded run, as `alertlake replay` or the DAG would.
-    final = _ingest(env, "available-now", log)
+    # Drain what is left in one bounded run, as `alertlake replay` or the DAG would, in larger batches (fewer of
+    # them) than the killed runs'.
+    final = _ingest(env, "available-now", log, max_offsets=15_000)
     assert final.wait(timeout=1200) == 0, log.read_text()[-5000:]
 
     bronze = (
