@@ -242,7 +242,13 @@ def iter_alerts(settings: Settings, options: ConsumeOptions) -> Iterator[Receive
         raise ConsumeError("--max-alerts must be positive")
     partitions = check_topics(settings, options.topics)
     group = options.group_id or f"alertlake-consume-{int(time.time())}"
-    consumer = make_consumer(settings, group, **{"auto.offset.reset": options.offset_reset, **options.extra})
+    # A named group resumes where it stopped, at least once: each message's offset is stored once the caller has
+    # taken it, and librdkafka commits the stored offsets every second and when the consumer closes. (A commit
+    # request per message, as before, was one OffsetCommit write for the broker per alert read.)
+    commits = options.commit and options.group_id is not None
+    auto = {"enable.auto.commit": True, "enable.auto.offset.store": False, "auto.commit.interval.ms": 1000}
+    config = {"auto.offset.reset": options.offset_reset, **(auto if commits else {}), **options.extra}
+    consumer = make_consumer(settings, group, **config)
     try:
         if options.from_time is not None:
             consumer.assign(_start_offsets(consumer, partitions, options.from_time))
@@ -268,8 +274,8 @@ def iter_alerts(settings: Settings, options: ConsumeOptions) -> Iterator[Receive
                 raise ConsumeError(f"Kafka error on {msg.topic()}: {err.str()}")
             last = time.monotonic()
             yield _received(msg, options.decode)
-            if options.commit and options.group_id:
-                consumer.commit(message=msg, asynchronous=True)
+            if commits:
+                consumer.store_offsets(message=msg)
             count += 1
             if options.max_alerts is not None and count >= options.max_alerts:
                 return

@@ -160,6 +160,14 @@ def test_distribute_sends_each_selected_alert_once_readable_by_fink_client(
     topics = sorted({t for t, _ in expected})
     assert len(topics) >= 6
     assert read_topics(settings, topics) == expected
+    # A named consumer group resumes where it stopped: half the messages, the reader closed, then the rest; none
+    # read twice (offsets are committed in the background and when the consumer closes, not one by one).
+    group, half = f"test-resume-{uuid.uuid4().hex}", sum(expected.values()) // 2
+    first = ConsumeOptions(topics=topics, group_id=group, max_alerts=half)
+    rest = ConsumeOptions(topics=topics, group_id=group, idle_seconds=8)
+    read = [Counter((r.topic, r.alert["alert_id"]) for r in iter_alerts(settings, o)) for o in (first, rest)]
+    assert sum(read[0].values()) == half
+    assert read[0] + read[1] == expected
 
     hits = hits_table(spark, settings)
     assert Counter(zip(hits["topic"], hits["alert_id"], strict=True)) == expected
