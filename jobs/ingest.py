@@ -259,19 +259,23 @@ def _decode_one(survey: Any, value: bytes, context: MessageContext, max_bytes: i
     }
 
 
-def kept(decoded: DataFrame) -> DataFrame:
+def kept(decoded: DataFrame, with_bytes: bool = True) -> DataFrame:
     """What a batch keeps of its decoded messages (it is cached while written): the schemaless Avro ``body``
     of each good message, and the ``raw`` message only for bad ones.
 
     A ZTF message is an Avro container whose header holds the writer schema: about 21 KB of its 30 KB (alerts
     without stamps), which bronze does not need. Keeping the body alone made a 20,000-alert batch's cache
-    about 180 MB instead of 600 MB.
+    about 180 MB instead of 600 MB. Without ``with_bytes``, ``raw`` and ``body`` are null: the real-time
+    pipeline with its bronze lander, which reads the messages again from Kafka (about 9 KB less per alert).
     """
     from pyspark.sql import functions as F
 
     body = F.coalesce(F.col("body"), F.substring(F.col("raw"), F.col("body_offset") + 1, F.col("body_length")))
     ok = F.col("reason").isNull()
     others = [c for c in decoded.columns if c not in ("raw", "body", "body_offset", "body_length")]
+    if not with_bytes:
+        none = F.lit(None).cast("binary")
+        return decoded.select(*others, none.alias("raw"), none.alias("body"))
     return decoded.select(*others, F.when(~ok, F.col("raw")).alias("raw"), F.when(ok, body).alias("body"))
 
 
@@ -297,16 +301,6 @@ def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataF
         is_version = F.col("schema_version") == version
         native = F.when(is_version, decoded) if native is None else native.when(is_version, decoded)
     return good.select(*others, (F.lit(None).cast(union) if native is None else native).alias("native"))
-
-
-def without_bytes(decoded: DataFrame) -> DataFrame:
-    """What the real-time pipeline keeps of a batch's decoded messages when its bronze lander appends them
-    (:mod:`jobs.lander` reads the messages again from Kafka): :func:`kept`'s columns, with no bytes in ``raw`` and
-    ``body``. That is about 9 KB less per ZTF alert (without stamps) in the batch's cache."""
-    from pyspark.sql import functions as F
-
-    others = [c for c in decoded.columns if c not in ("raw", "body", "body_offset", "body_length")]
-    return decoded.select(*others, F.lit(None).cast("binary").alias("raw"), F.lit(None).cast("binary").alias("body"))
 
 
 def to_bronze_rows(good: DataFrame, survey_name: str, versions: list[str], batch_id: int) -> DataFrame:
@@ -454,7 +448,7 @@ class IngestJob:
         # The real-time pipeline with its bronze lander: this process only marks the batch (the lander reads its
         # messages again from Kafka), so neither the Avro bodies nor the bad messages' bytes are cached.
         marks_only = self.behind is not None and downstream is not None
-        batch = (without_bytes(decoded) if marks_only else kept(decoded)).persist()
+        batch = kept(decoded, with_bytes=not marks_only).persist()
         try:
             # The batch's keys (ids, offsets, versions) are small: classify them on the driver in one pass.
             keys = (
