@@ -52,12 +52,13 @@ def archive_path(settings: Settings, jars: list[Path], java: Path | None) -> Pat
 
 
 def driver_jars(settings: Settings) -> list[Path]:
-    """pyspark's own jars and the connector jars: every jar the driver loads classes from."""
+    """pyspark's own jars and a session's (:func:`alertlake.spark.session_jars`): every jar the driver loads
+    classes from."""
     import pyspark
 
-    from alertlake.spark import connector_jars
+    from alertlake.spark import session_jars
 
-    return sorted((Path(pyspark.__file__).parent / "jars").glob("*.jar")) + connector_jars(settings)
+    return sorted((Path(pyspark.__file__).parent / "jars").glob("*.jar")) + session_jars(settings)
 
 
 def current(settings: Settings) -> Path | None:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # 8.4-11.5 s instead of 16.0-18.2 s on a slow 2-core machine, and its first Delta write and read took 16-19 s
     # instead of 23-26 s (alternating runs with and without).
     spark_class_archive: bool = True
+    # Give each Spark task its SQL conf once (alertlake/spark_plugin.py: Spark 4.2 rebuilds it on every read, and
+    # its Avro reader reads it for every field of every nested record). Needs the plugin jar `make install` builds.
+    spark_task_conf_cache: bool = True
     # Tasks Delta splits its log replay into (``spark.databricks.delta.snapshotPartitions``, Delta's default 50,
     # sized for clusters). Every commit with a transaction id (each bronze and silver micro-batch) replays the
     # log: on 2 cores, 50 tasks made a 2,000-row append to a partitioned table take 5.8 s (median of 25), 2 tasks

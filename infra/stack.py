@@ -193,6 +193,16 @@ def install_spark_jars(s: Settings, update: bool = False) -> None:
     _copy_dependencies(s, "spark.pom.xml", spark_jars_dir(s), skip, update)
 
 
+def install_spark_plugin(s: Settings) -> None:
+    """AlertLake's Spark plugin (alertlake/spark_plugin.py), compiled once per source and Spark version."""
+    from alertlake import spark_plugin
+
+    if not s.spark_task_conf_cache or spark_plugin.current(s) is not None:
+        return
+    log(f"compiling AlertLake's Spark plugin ({spark_plugin.SOURCE.name})")
+    log(f"Spark plugin: {spark_plugin.build(s)}")
+
+
 def install_class_archive(s: Settings) -> None:
     """Spark drivers start from a class-data-sharing archive (see alertlake/class_archive.py): built once per JDK
     and jar set, about a minute."""
@@ -253,6 +263,7 @@ def install(s: Settings, update: bool = False) -> None:
     s.cache_dir.mkdir(parents=True, exist_ok=True)
     install_kafka(s, update)
     install_spark_jars(s, update)
+    install_spark_plugin(s)  # before the class archive, whose jar set includes it
     install_class_archive(s)
     install_trino(s, update)
     log(f"JVM parts ready in {s.cache_dir}")

@@ -4,6 +4,9 @@ Every sample message of both surveys (ZTF 1.5 to 4.02, Rubin 3.0 to 11.1) goes t
 native decoding (``with_native``: ``from_avro`` with the version's writer schema and the union reader
 schema). Each resulting row must equal the record fastavro decodes from the same bytes, placed in the union
 shape: fields the version lacks null, numbers widened, timestamps as their stored integers.
+
+The decoding runs with AlertLake's Spark plugin serving its tasks (one SQL conf per task,
+:mod:`alertlake.spark_plugin`), as every job's does: the test checks that the plugin did.
 """
 
 from __future__ import annotations
@@ -47,6 +50,16 @@ def _comparable(value: Any) -> Any:
     return value
 
 
+def _tasks_given_conf(spark: SparkSession) -> int:
+    """Tasks of this JVM the plugin has given their conf (it must be loaded in the session)."""
+    from alertlake.spark_plugin import PLUGIN_CLASS
+
+    assert PLUGIN_CLASS in (spark.conf.get("spark.plugins") or ""), "the session must load AlertLake's plugin"
+    jvm = spark._jvm
+    assert jvm is not None
+    return int(jvm.org.alertlake.spark.TaskConfPlugin.tasksGivenConf())
+
+
 @pytest.mark.parametrize("survey_name", ["ztf", "lsst"])
 def test_native_columns_equal_the_avro_record_for_every_version(spark: SparkSession, survey_name: str) -> None:
     survey = get_survey(survey_name)
@@ -58,7 +71,9 @@ def test_native_columns_equal_the_avro_record_for_every_version(spark: SparkSess
         "kafka_offset long, raw binary, schema_version string, body binary",
     )
     versions = sorted({s.version for s in samples})
+    served_before = _tasks_given_conf(spark)
     rows = ingest.with_native(good, survey_name, versions).select("kafka_offset", "native").toArrow().to_pylist()
+    assert _tasks_given_conf(spark) > served_before, "the plugin gave no task its conf: it is not active"
 
     assert len(rows) == len(samples), "every sample must decode"
     union = pa.struct(list(native_schema(survey_name)))
