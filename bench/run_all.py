@@ -2,9 +2,9 @@
 
 Each benchmark runs as its own process (``python bench/<name>.py``, with its own defaults) and writes its own
 JSON in ``bench/results/``; this prints, from those files, the figures the issues set targets for. A benchmark
-that fails is reported and the others still run; the exit status is then 1. Expect about 1 h 35 min for all of
-them on a 2-core machine (``stages`` about 5 min, ``query`` about 17 min, ``e2e`` both modes about 35 min);
-``--only`` picks some.
+that fails is reported and the others still run; the exit status is then 1. Expect about 1 h 45 min for all of
+them on a 2-core machine (``stages`` about 5 min, ``task_conf`` about 8 min, ``query`` about 17 min, ``e2e``
+both modes about 35 min); ``--only`` picks some.
 
     python bench/run_all.py [--only decode,ingest] [--skip query]
 """
@@ -39,6 +39,13 @@ HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
             "stages.bronze_from_avro.wall_s_min",
             "stages.bronze_delta_write.wall_s_min",
             "no_dictionary_vs_dictionaries.cpu_s_median",
+        ),
+    ),
+    "task_conf": (
+        "task_conf.json",
+        (
+            "off_over_on.bronze_from_avro.cpu_s_median_off_over_on",
+            "off_over_on.bronze_delta_write.cpu_s_median_off_over_on",
         ),
     ),
     "query": ("query.json", ("rows", "object_lookup_p95_s", "cone_search_p95_s", "night_aggregate_s")),

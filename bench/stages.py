@@ -62,6 +62,30 @@ from jobs import ingest
 RESULTS = Path(__file__).resolve().parent / "results" / "stages.json"
 
 
+def sample_batch(spark: Any, alerts: int, keep_cutouts: bool) -> tuple[Any, int, float]:
+    """The shared sample ZTF alerts as Kafka rows (without their stamps unless ``keep_cutouts``), repeated to about
+    ``alerts``, in 2 partitions, cached: (the frame, its rows, MB of Kafka values)."""
+    survey = get_survey("ztf")
+    messages = [
+        s.message if keep_cutouts else survey.encode(survey.without_cutouts(s.alert.record), s.alert.schema_version)
+        for s in load_sources(survey)
+    ]
+    copies = max(1, round(alerts / len(messages)))
+    kafka_like = ingest.kafka_like_frame(spark, messages, copies, "bench", 2).persist()
+    return kafka_like, kafka_like.count(), sum(len(m) for m in messages) * copies / 1e6
+
+
+def bronze_batch(kafka_like: Any) -> Any:
+    """``kafka_like`` decoded (:func:`jobs.ingest.kept`, cached) and projected to bronze rows, not yet run."""
+    from pyspark.sql import functions as F
+
+    batch = ingest.kept(ingest.decode_messages(kafka_like, "ztf", None)).persist()
+    batch.count()
+    good = batch.where(F.col("reason").isNull())
+    versions = sorted(r[0] for r in good.select("schema_version").distinct().collect())
+    return ingest.to_bronze_rows(good, "ztf", versions, 0)
+
+
 def measure_in_turn(stages: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
     """Wall and CPU seconds of each of ``stages``, ``repeats`` times, taken in turn (every other round in reverse
     order): minimum and median of each."""
@@ -108,17 +132,7 @@ def main() -> None:
     settings = get_settings()
     spark = build_spark(settings, "alertlake-bench-stages")
     spark.sparkContext.setLogLevel("ERROR")
-    survey = get_survey("ztf")
-    messages = [
-        s.message
-        if args.keep_cutouts
-        else survey.encode(survey.without_cutouts(s.alert.record), s.alert.schema_version)
-        for s in load_sources(survey)
-    ]
-    copies = max(1, round(args.alerts / len(messages)))
-    kafka_like = ingest.kafka_like_frame(spark, messages, copies, "bench", 2).persist()
-    alerts = kafka_like.count()
-    values_mb = sum(len(m) for m in messages) * copies / 1e6
+    kafka_like, alerts, values_mb = sample_batch(spark, args.alerts, args.keep_cutouts)
 
     def noop(frame: Any) -> None:
         frame.write.format("noop").mode("overwrite").save()
@@ -169,11 +183,7 @@ def main() -> None:
         )
         # Cached only now: Spark keeps one cache entry per plan, and decode_cache_keys caches and unpersists this
         # same plan, which dropped it (until 2026-11-27 the bronze figures included decoding the batch again).
-        batch = ingest.kept(decoded).persist()
-        batch.count()
-        good = batch.where(F.col("reason").isNull())
-        versions = sorted(r[0] for r in good.select("schema_version").distinct().collect())
-        bronze = ingest.to_bronze_rows(good, "ztf", versions, 0)
+        bronze = bronze_batch(kafka_like)
 
         with_dictionaries = {k: v for k, v in ingest.BRONZE_PROPERTIES.items() if k != "parquet.enable.dictionary"}
         for folder, properties in (("bronze", ingest.BRONZE_PROPERTIES), ("dictionaries", with_dictionaries)):

@@ -8,9 +8,9 @@ from bench import run_all
 
 
 def test_all_in_order_and_skip() -> None:
-    assert run_all.names(None, None) == ["decode", "ingest", "enrich", "quality", "stages", "query", "e2e"]
+    assert run_all.names(None, None) == ["decode", "ingest", "enrich", "quality", "stages", "task_conf", "query", "e2e"]
     assert run_all.names("e2e,decode", None) == ["decode", "e2e"]
-    assert run_all.names(None, "query, e2e") == ["decode", "ingest", "enrich", "quality", "stages"]
+    assert run_all.names(None, "query, e2e") == ["decode", "ingest", "enrich", "quality", "stages", "task_conf"]
 
 
 def test_unknown_benchmark_is_named_with_the_known_ones() -> None:
