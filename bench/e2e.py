@@ -371,6 +371,7 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any], bronze: str 
     if not args.keep_cutouts:
         simulate.append("--drop-cutouts")
     cpu_before, services_before = memory.cpu_seconds, service_cpu.cpu_seconds
+    parts_before = {name: memory.cpu_by_part(p.pid) for name, p in jobs.items()}
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     self_before, machine_before = resource.getrusage(resource.RUSAGE_SELF), cpu_jiffies()
     t0 = time.monotonic()
@@ -382,6 +383,7 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any], bronze: str 
     time.sleep(args.drain)
     load_seconds = time.monotonic() - t0
     cpu_after, services_after = memory.cpu_seconds, service_cpu.cpu_seconds
+    parts_after = {name: memory.cpu_by_part(p.pid) for name, p in jobs.items()}
     self_after, machine_after = resource.getrusage(resource.RUSAGE_SELF), cpu_jiffies()
     memory.stop()
     service_cpu.stop()
@@ -403,6 +405,14 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any], bronze: str 
     cpu["bench.reader"] = round(
         (self_after.ru_utime + self_after.ru_stime) - (self_before.ru_utime + self_before.ru_stime), 1
     )
+    # The same split by part of each job's tree: its JVM, its Python driver, Spark's Python workers, the lander's.
+    parts = {
+        name: {
+            part: round(seconds - parts_before[name].get(part, 0.0), 1)
+            for part, seconds in sorted(parts_after[name].items())
+        }
+        for name in jobs
+    }
     for proc in jobs.values():
         proc.terminate()
     for proc in jobs.values():
@@ -443,6 +453,7 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any], bronze: str 
         "messages_per_topic": per_topic,
         "minutes": args.minutes,
         "cpu_seconds_during_load": cpu,
+        "cpu_seconds_during_load_by_part": parts,
         "load_seconds": round(load_seconds, 1),
         "cutouts": bool(args.keep_cutouts),
         "machine": {

@@ -47,6 +47,24 @@ def tree_memory(members: list[psutil.Process], pss: bool = True) -> tuple[int, i
     return pss_sum, rss_sum
 
 
+def part_of(process: psutil.Process) -> str:
+    """Which part of a Spark job's process tree ``process`` is: ``jvm``, ``python workers`` (Spark's daemon and the
+    workers it forks) or ``python`` (the job's own driver), prefixed ``lander`` when the bronze lander
+    (:mod:`jobs.lander`) or one of its children started it."""
+    try:
+        chain = [process, *process.parents()]
+        lines = [" ".join(p.cmdline()) for p in chain]
+        name = process.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "gone"
+    prefix = "lander " if any("jobs.lander" in line for line in lines) else ""
+    if name == "java" or lines[0].split(" ")[0].endswith("/java"):
+        return prefix + "jvm"
+    if "pyspark.daemon" in lines[0] or "pyspark.worker" in lines[0]:
+        return prefix + "python workers"
+    return prefix + "python"
+
+
 def tree_cpu(members: list[psutil.Process], reaped: bool = False) -> dict[int, float]:
     """CPU seconds (user + system) used so far by each of ``members`` (:func:`tree_members`), by pid; with
     ``reaped``, each also counts the time of its children that have ended and that it has waited for."""
@@ -79,11 +97,21 @@ class PeakSampler(threading.Thread):
         self.pss_readings = 0
         self._rss_at_pss, self._pss_at = -1, 0.0
         self._cpu: dict[int, dict[int, float]] = {pid: {} for pid in pids}
+        self._part: dict[int, str] = {}  # each sampled pid's part_of, read again when its name changes
+        self._named: dict[int, str] = {}
 
     @property
     def cpu_seconds(self) -> dict[int, float]:
         """CPU seconds used by each root's tree while sampled."""
         return {pid: sum(members.values()) for pid, members in self._cpu.items()}
+
+    def cpu_by_part(self, root: int) -> dict[str, float]:
+        """CPU seconds used so far by each part (:func:`part_of`) of ``root``'s tree while sampled."""
+        parts: dict[str, float] = {}
+        for pid, seconds in self._cpu[root].items():
+            part = self._part.get(pid, "gone")
+            parts[part] = parts.get(part, 0.0) + seconds
+        return parts
 
     def sample(self) -> None:
         members = []  # every tree, walked once a sample (a walk reads every process of the machine)
@@ -93,6 +121,13 @@ class PeakSampler(threading.Thread):
             except psutil.NoSuchProcess:
                 continue
             self._cpu[pid].update(tree_cpu(tree))
+            for member in tree:  # again when the name changed: spark-submit's shell becomes the JVM by exec
+                try:
+                    name = member.name()
+                except psutil.NoSuchProcess:
+                    continue
+                if self._named.get(member.pid) != name:
+                    self._named[member.pid], self._part[member.pid] = name, part_of(member)
             members += tree
         if self.memory:
             _, rss = tree_memory(members, pss=False)
