@@ -86,6 +86,19 @@ def bronze_batch(kafka_like: Any) -> Any:
     return ingest.to_bronze_rows(good, "ztf", versions, 0)
 
 
+def write_result(output: Path, result: dict[str, Any], load_before: Any) -> None:
+    """Write ``result`` as JSON to ``output``, with the date, the machine and its load average before and after."""
+    result |= {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model()},
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {output}")
+
+
 def measure_in_turn(stages: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, float]]:
     """Wall and CPU seconds of each of ``stages``, ``repeats`` times, taken in turn (every other round in reverse
     order): minimum and median of each."""
@@ -227,14 +240,8 @@ def main() -> None:
             for measure in ("wall_s", "cpu_s")
         },
         "spark_master": settings.spark_master,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model()},
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, result, load_before)
 
 
 if __name__ == "__main__":

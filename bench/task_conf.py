@@ -14,7 +14,6 @@ its processes and the median of their medians; the JSON adds the ratios off/on o
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -27,7 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.decode import cpu_model, load_average
+from bench.decode import load_average
+from bench.stages import write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "task_conf.json"
 SETTING = "ALERTLAKE_SPARK_TASK_CONF_CACHE"
@@ -136,14 +136,8 @@ def main() -> None:
         "repeats": args.repeats,
         "stages": figures,
         "off_over_on": ratios,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu_model()},
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_result(args.output, result, load_before)
 
 
 if __name__ == "__main__":
