@@ -194,8 +194,9 @@ def main() -> None:
                 "decode_cache_keys": decode_cache_keys,
             }
         )
-        # Cached only now: Spark keeps one cache entry per plan, and decode_cache_keys caches and unpersists this
-        # same plan, which dropped it (until 2026-11-27 the bronze figures included decoding the batch again).
+        # A plan of its own, cached here (bronze_batch): Spark keeps one cache entry per plan, and decode_cache_keys
+        # caches and unpersists its own, which until 2026-11-27 dropped the one bronze read (the bronze figures then
+        # included decoding the batch again).
         bronze = bronze_batch(kafka_like)
 
         with_dictionaries = {k: v for k, v in ingest.BRONZE_PROPERTIES.items() if k != "parquet.enable.dictionary"}
