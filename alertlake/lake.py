@@ -74,6 +74,35 @@ def table_exists_at(uri: str) -> bool:
 STREAMED_TABLE_PROPERTIES = {"delta.checkpointInterval": "100"}
 
 
+def dictionaries_for_strings_only(schema: pa.Schema) -> dict[str, str]:
+    """Table properties giving Parquet dictionary pages to the string columns of ``schema`` only (nested ones too).
+
+    Delta hands a table's ``parquet.*`` properties to Spark's Parquet writer, per column as well
+    (``parquet.enable.dictionary#<column path>``). A dictionary pays for strings that repeat (survey, band, a
+    history entry's kind); for measurements, almost all distinct, the writer hashes every value into a dictionary
+    it then drops for plain encoding. Columns added later (a new module's outputs) get no dictionary.
+    """
+    import pyarrow as pa
+
+    properties = {"parquet.enable.dictionary": "false"}
+
+    def visit(path: str, t: pa.DataType) -> None:
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            properties[f"parquet.enable.dictionary#{path}"] = "true"
+        elif pa.types.is_struct(t):
+            for f in t:
+                visit(f"{path}.{f.name}", f.type)
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            visit(f"{path}.list.element", t.value_type)  # Spark writes Parquet's three-level lists
+        elif pa.types.is_map(t):
+            visit(f"{path}.key_value.key", t.key_type)
+            visit(f"{path}.key_value.value", t.item_type)
+
+    for f in schema:
+        visit(f.name, f.type)
+    return properties
+
+
 def nullable(schema: pa.Schema) -> pa.Schema:
     """``schema`` with every field nullable, nested ones too: the schema Spark gives a table it creates from a
     DataFrame (it writes every column as nullable), so a table created here is the one Spark would create."""

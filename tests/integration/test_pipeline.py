@@ -137,6 +137,21 @@ def check_lake_and_topics(spark: SparkSession, settings: Settings, suffix: str, 
         chunks = [meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)]
         assert chunks and not any(chunk.has_dictionary_page for chunk in chunks), path
 
+    # Silver's reach it per column: dictionaries for its strings (survey, band, a history entry's kind), never for
+    # its measurements.
+    files = DeltaTable(delta_location_of(table_uri(settings, enrich.SILVER))).file_uris()
+    assert files
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        strings = {
+            meta.schema.column(c).path
+            for c in range(meta.num_columns)
+            if meta.schema.column(c).logical_type.type == "STRING"
+        }
+        chunks = [meta.row_group(0).column(c) for c in range(meta.num_columns)]
+        with_dictionary = {chunk.path_in_schema for chunk in chunks if chunk.has_dictionary_page}
+        assert {"survey", "history.list.element.kind"} <= with_dictionary <= strings, (path, with_dictionary)
+
     silver = table(spark, settings, enrich.SILVER)
     assert silver["alert_id"].is_unique
     assert set(silver["alert_id"]) == set(bronze["alert_id"])

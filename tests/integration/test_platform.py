@@ -148,14 +148,14 @@ def test_tables_created_by_delta_rs_are_those_spark_would_create(spark: SparkSes
     Spark append of no rows writes, so that Spark, Trino and delta-rs see the same table either way."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    from alertlake.lake import STREAMED_TABLE_PROPERTIES, ensure_table
+    from alertlake.lake import ensure_table
     from jobs import distribute, enrich, ingest
 
     tables = {
         "bronze_ztf": (ingest.bronze_schema("ztf"), "night", ingest.BRONZE_PROPERTIES),
         "bronze_lsst": (ingest.bronze_schema("lsst"), "night", ingest.BRONZE_PROPERTIES),
         "quarantine": (ingest.QUARANTINE_SCHEMA, None, {}),
-        "silver": (enrich.silver_schema([]), "night", STREAMED_TABLE_PROPERTIES),
+        "silver": (enrich.silver_schema([]), "night", enrich.silver_properties(enrich.silver_schema([]))),
         "filter_hits": (distribute.FILTER_HITS_SCHEMA, "night", {}),
     }
     for name, (schema, partition, properties) in tables.items():
