@@ -23,6 +23,11 @@ alert of the minimum.
   dictionaries), zstd.
 - ``bronze_delta_write_dictionaries``: the same into a table whose Parquet files have dictionaries (Spark's
   default), for the ratio ``no_dictionary_vs_dictionaries`` in the JSON.
+- ``silver_delta_write``: the batch's silver rows (:func:`jobs.enrich.silver_rows` without science modules,
+  cached) appended to a table created as silver is (:func:`jobs.enrich.silver_properties`: dictionaries for the
+  string columns only), zstd.
+- ``silver_delta_write_dictionaries``: the same into a table with dictionaries for every column (silver's
+  properties before 2026-12-03), for the ratio ``silver_no_float_dictionary_vs_dictionaries``.
 
     python bench/stages.py [--alerts 14000] [--repeats 3] [--keep-cutouts] [--output bench/results/stages.json]
 
@@ -50,14 +55,14 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alertlake.lake import ensure_table
+from alertlake.lake import STREAMED_TABLE_PROPERTIES, ensure_table
 from alertlake.settings import get_settings
 from alertlake.simulate import load_sources
 from alertlake.spark import WRITE_OPTIONS, build_spark
 from alertlake.surveys import get_survey
 from bench.decode import cpu_model, load_average
 from bench.memory import PeakSampler
-from jobs import ingest
+from jobs import enrich, ingest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stages.json"
 
@@ -203,14 +208,35 @@ def main() -> None:
         for folder, properties in (("bronze", ingest.BRONZE_PROPERTIES), ("dictionaries", with_dictionaries)):
             ensure_table(f"file://{tmp}/{folder}", ingest.bronze_schema("ztf"), "night", properties)
 
-        def bronze_write(folder: str) -> Callable[[], None]:
-            return lambda: bronze.write.format("delta").mode("append").options(**WRITE_OPTIONS).save(f"{tmp}/{folder}")
+        def delta_write(folder: str, rows: Any = None) -> Callable[[], None]:
+            """Append ``rows`` (bronze's by default) to the table in ``folder``."""
+            frame = bronze if rows is None else rows
+            return lambda: frame.write.format("delta").mode("append").options(**WRITE_OPTIONS).save(f"{tmp}/{folder}")
 
         run(
             {
                 "bronze_from_avro": lambda: noop(bronze),
-                "bronze_delta_write": bronze_write("bronze"),
-                "bronze_delta_write_dictionaries": bronze_write("dictionaries"),
+                "bronze_delta_write": delta_write("bronze"),
+                "bronze_delta_write_dictionaries": delta_write("dictionaries"),
+            }
+        )
+        bronze.unpersist()
+
+        # Silver's rows of the same batch, without science modules (their few columns would only add noise here),
+        # cached: the write alone is timed, into a table created as silver is and into one with every dictionary.
+        accepted = ingest.kept(decoded).where(F.col("reason").isNull()).select("canonical", "kafka_timestamp")
+        silver = enrich.silver_rows(accepted, [], "bench").persist()
+        silver.count()
+        schema = enrich.silver_schema([])
+        for folder, properties in (
+            ("silver", enrich.silver_properties(schema)),
+            ("silver_dictionaries", STREAMED_TABLE_PROPERTIES),
+        ):
+            ensure_table(f"file://{tmp}/{folder}", schema, "night", properties)
+        run(
+            {
+                "silver_delta_write": delta_write("silver", silver),
+                "silver_delta_write_dictionaries": delta_write("silver_dictionaries", silver),
             }
         )
     finally:
@@ -236,6 +262,15 @@ def main() -> None:
             f"{measure}_median": round(
                 figures["bronze_delta_write"][f"{measure}_median"]
                 / figures["bronze_delta_write_dictionaries"][f"{measure}_median"],
+                3,
+            )
+            for measure in ("wall_s", "cpu_s")
+        },
+        # The same for silver: dictionaries for its strings only, over dictionaries for every column.
+        "silver_no_float_dictionary_vs_dictionaries": {
+            f"{measure}_median": round(
+                figures["silver_delta_write"][f"{measure}_median"]
+                / figures["silver_delta_write_dictionaries"][f"{measure}_median"],
                 3,
             )
             for measure in ("wall_s", "cpu_s")
