@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # Tasks of Spark's parallel file listing (``spark.sql.sources.parallelPartitionDiscovery.parallelism``,
     # default 10,000), which VACUUM uses: 10,000 tasks took 63 s to VACUUM a 40-row table here, 4 tasks 7 s.
     spark_listing_parallelism: int = 4
+    # Rows per Arrow batch between Spark and its Python workers (``spark.sql.execution.arrow.maxRecordsPerBatch``,
+    # Spark's default 10,000). Smaller batches were not clearly better here (docs/data-engineer.md, 2026-12-03):
+    # Spark's default is kept, the knob is for other machines.
+    spark_arrow_batch_rows: int = 10_000
     # Sample alerts an ingestion job runs through its batch path (into a temporary Delta table, see
     # jobs.ingest.warm_up) before its stream starts, so the first real micro-batches do not pay JIT
     # compilation; 0 turns the warm-up off.

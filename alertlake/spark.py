@@ -91,6 +91,7 @@ def build_spark(settings: Settings, app_name: str = "alertlake", conf: dict[str,
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", str(settings.spark_listing_parallelism))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(settings.spark_arrow_batch_rows))
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         # Delta tables written here must stay readable by Trino 476 and delta-rs.
