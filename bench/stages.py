@@ -134,6 +134,14 @@ def measure_in_turn(stages: dict[str, Callable[[], Any]], repeats: int) -> dict[
     }
 
 
+def median_ratios(figures: dict[str, dict[str, float]], stage: str, baseline: str) -> dict[str, float]:
+    """``stage``'s median wall and CPU seconds over ``baseline``'s, measured in the same run."""
+    return {
+        f"{measure}_median": round(figures[stage][f"{measure}_median"] / figures[baseline][f"{measure}_median"], 3)
+        for measure in ("wall_s", "cpu_s")
+    }
+
+
 def main() -> None:
     """Run the measurements, print the table, write the JSON."""
     from pyspark.sql import functions as F
@@ -258,23 +266,13 @@ def main() -> None:
         "repeats": args.repeats,
         "stages": figures,
         # Side by side in this run: bronze's append without Parquet dictionaries over the same with them.
-        "no_dictionary_vs_dictionaries": {
-            f"{measure}_median": round(
-                figures["bronze_delta_write"][f"{measure}_median"]
-                / figures["bronze_delta_write_dictionaries"][f"{measure}_median"],
-                3,
-            )
-            for measure in ("wall_s", "cpu_s")
-        },
+        "no_dictionary_vs_dictionaries": median_ratios(
+            figures, "bronze_delta_write", "bronze_delta_write_dictionaries"
+        ),
         # The same for silver: dictionaries for its strings only, over dictionaries for every column.
-        "silver_no_float_dictionary_vs_dictionaries": {
-            f"{measure}_median": round(
-                figures["silver_delta_write"][f"{measure}_median"]
-                / figures["silver_delta_write_dictionaries"][f"{measure}_median"],
-                3,
-            )
-            for measure in ("wall_s", "cpu_s")
-        },
+        "silver_no_float_dictionary_vs_dictionaries": median_ratios(
+            figures, "silver_delta_write", "silver_delta_write_dictionaries"
+        ),
         "spark_master": settings.spark_master,
     }
     write_result(args.output, result, load_before)

@@ -118,6 +118,13 @@ def expected_messages(spark: SparkSession, settings: Settings, suffix: str) -> C
     return out
 
 
+def parquet_files(settings: Settings, name: str) -> list[tuple[str, pq.FileMetaData]]:
+    """Each Parquet file of Delta table ``name`` with its metadata (at least one file)."""
+    files = DeltaTable(delta_location_of(table_uri(settings, name))).file_uris()
+    assert files, name
+    return [(path, pq.ParquetFile(path).metadata) for path in files]
+
+
 def check_lake_and_topics(spark: SparkSession, settings: Settings, suffix: str, sent: Summary) -> None:
     """Every message in bronze or quarantine once, every bronze alert in silver once, every selected alert in
     its topics once and recorded once, one gold.objects row per object."""
@@ -130,24 +137,14 @@ def check_lake_and_topics(spark: SparkSession, settings: Settings, suffix: str, 
     want["duplicate_alert_id"] += len(sent.alert_ids) - len(set(sent.alert_ids))
     assert reasons == want
     # Bronze's table properties reach Spark's Parquet writer: its measurements are written without dictionaries.
-    files = DeltaTable(delta_location_of(table_uri(settings, "bronze.ztf_alerts"))).file_uris()
-    assert files
-    for path in files:
-        meta = pq.ParquetFile(path).metadata
+    for path, meta in parquet_files(settings, "bronze.ztf_alerts"):
         chunks = [meta.row_group(g).column(c) for g in range(meta.num_row_groups) for c in range(meta.num_columns)]
         assert chunks and not any(chunk.has_dictionary_page for chunk in chunks), path
-
     # Silver's reach it per column: dictionaries for its strings (survey, band, a history entry's kind), never for
     # its measurements.
-    files = DeltaTable(delta_location_of(table_uri(settings, enrich.SILVER))).file_uris()
-    assert files
-    for path in files:
-        meta = pq.ParquetFile(path).metadata
-        strings = {
-            meta.schema.column(c).path
-            for c in range(meta.num_columns)
-            if meta.schema.column(c).logical_type.type == "STRING"
-        }
+    for path, meta in parquet_files(settings, enrich.SILVER):
+        columns = [meta.schema.column(c) for c in range(meta.num_columns)]
+        strings = {column.path for column in columns if column.logical_type.type == "STRING"}
         chunks = [meta.row_group(0).column(c) for c in range(meta.num_columns)]
         with_dictionary = {chunk.path_in_schema for chunk in chunks if chunk.has_dictionary_page}
         assert {"survey", "history.list.element.kind"} <= with_dictionary <= strings, (path, with_dictionary)

@@ -151,11 +151,12 @@ def test_tables_created_by_delta_rs_are_those_spark_would_create(spark: SparkSes
     from alertlake.lake import ensure_table
     from jobs import distribute, enrich, ingest
 
+    silver = enrich.silver_schema([])
     tables = {
         "bronze_ztf": (ingest.bronze_schema("ztf"), "night", ingest.BRONZE_PROPERTIES),
         "bronze_lsst": (ingest.bronze_schema("lsst"), "night", ingest.BRONZE_PROPERTIES),
         "quarantine": (ingest.QUARANTINE_SCHEMA, None, {}),
-        "silver": (enrich.silver_schema([]), "night", enrich.silver_properties(enrich.silver_schema([]))),
+        "silver": (silver, "night", enrich.silver_properties(silver)),
         "filter_hits": (distribute.FILTER_HITS_SCHEMA, "night", {}),
     }
     for name, (schema, partition, properties) in tables.items():
