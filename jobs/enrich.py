@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -77,8 +76,6 @@ LINEAGE = pa.schema(
     ]
 )
 
-#: The struct column of module columns the real-time pipeline's decoder adds to each message (:class:`DecodeEnricher`).
-ENRICHED = "enriched"
 #: What the real-time pipeline does next with an enriched batch: its silver rows (cached) and the gate's verdict.
 Downstream = Callable[["DataFrame", "quality.Verdict | None"], None]
 
@@ -324,11 +321,6 @@ def silver_schema(refs: Sequence[ModuleRef]) -> pa.Schema:
     return pa.schema(fields + list(LINEAGE))
 
 
-def loaded_modules(refs: Sequence[ModuleRef]) -> list[tuple[str, ScienceModule]]:
-    """Executor side: the modules of ``refs``, in order, each loaded once per Python worker."""
-    return [(r.name, _fault_drill(r) if r.fault_drill else _module_for(r)) for r in refs]
-
-
 def enricher(refs: Sequence[ModuleRef]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function: each input batch (canonical columns + lineage) gains the module columns.
 
@@ -338,54 +330,12 @@ def enricher(refs: Sequence[ModuleRef]) -> Callable[[Iterator[pa.RecordBatch]], 
     resolved = list(refs)
 
     def enrich(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        modules = loaded_modules(resolved)
+        modules = [(r.name, _fault_drill(r) if r.fault_drill else _module_for(r)) for r in resolved]
         added = module_columns(resolved)
         for batch in batches:
             yield _enrich_batch(batch, modules, added)
 
     return enrich
-
-
-@dataclass(frozen=True)
-class DecodeEnricher:
-    """The real-time pipeline's enrichment, done by its decoder (:func:`jobs.ingest.decode_messages`) in the same
-    Python pass that decodes each message: the canonical struct it has just built gains the module columns as
-    one :data:`ENRICHED` struct (null for a message that did not decode).
-
-    Enriched after decoding instead (``mapInArrow`` over the cached decoded rows), every alert's canonical
-    columns, nested history included, crossed from the JVM to Python and back again, and the batch was cached a
-    second time. :func:`silver_rows` takes the columns as they are when its input has :data:`ENRICHED`.
-    """
-
-    refs: tuple[ModuleRef, ...]
-
-    @property
-    def column(self) -> str:
-        return ENRICHED
-
-    @property
-    def type(self) -> pa.StructType:
-        return pa.struct(list(module_columns(self.refs)))
-
-    def __call__(self, canonical: pa.StructArray) -> pa.StructArray:
-        return enrich_struct(canonical, loaded_modules(self.refs), module_columns(self.refs))
-
-
-def enrich_struct(
-    canonical: pa.StructArray, modules: Sequence[tuple[str, ScienceModule]], added: pa.Schema
-) -> pa.StructArray:
-    """The module columns (``added``) of each alert of ``canonical`` as one struct array: null where
-    ``canonical`` is null, as :func:`enrich_frame` computes them on the others."""
-    valid = canonical.is_valid().to_numpy(zero_copy_only=False)
-    good = canonical.filter(pa.array(valid)) if not valid.all() else canonical
-    if len(good) == 0:
-        return pa.nulls(len(canonical), pa.struct(list(added)))
-    inner = pa.StructArray.from_arrays(
-        _module_arrays(pa.RecordBatch.from_struct_array(good), modules, added), fields=list(added)
-    )
-    if len(good) == len(canonical):
-        return inner
-    return inner.take(pa.array(np.cumsum(valid) - 1, mask=~valid))
 
 
 def history_series(history: pa.Array | pa.ChunkedArray, index: pd.Index | None = None) -> pd.Series:
@@ -395,39 +345,29 @@ def history_series(history: pa.Array | pa.ChunkedArray, index: pd.Index | None =
     return pd.Series(pd.arrays.ArrowExtensionArray(chunked), index=index)
 
 
-def _module_arrays(
+def _enrich_batch(
     batch: pa.RecordBatch, modules: Sequence[tuple[str, ScienceModule]], added: pa.Schema
-) -> list[pa.Array]:
-    """The module columns (``added``) of the alerts of ``batch`` (canonical columns, maybe others)."""
+) -> pa.RecordBatch:
     plain = [c for c in COLUMN_NAMES if c != "history" and c in batch.schema.names]
     alerts = pa.Table.from_batches([batch.select(plain)]).to_pandas()
     if "history" in batch.schema.names:
         alerts["history"] = history_series(batch.column("history"))
     enriched = enrich_frame(alerts, modules)
-    return [pa.array(enriched[f.name], type=f.type, from_pandas=True) for f in added]
-
-
-def _enrich_batch(
-    batch: pa.RecordBatch, modules: Sequence[tuple[str, ScienceModule]], added: pa.Schema
-) -> pa.RecordBatch:
-    arrays = list(batch.columns) + _module_arrays(batch, modules, added)
+    arrays = list(batch.columns)
+    for f in added:
+        arrays.append(pa.array(enriched[f.name], type=f.type, from_pandas=True))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(list(batch.schema) + list(added)))
 
 
 def silver_rows(bronze: DataFrame, refs: Sequence[ModuleRef], enrich_batch: str) -> DataFrame:
-    """Bronze rows (any surveys) -> silver rows: the whole transformation, shared by the stream and the replay.
-    Rows with an :data:`ENRICHED` column (decoded by the real-time pipeline) already have their module columns;
-    others are enriched here."""
+    """Bronze rows (any surveys) -> silver rows: the whole transformation, shared by the stream and the replay."""
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
     from pyspark.sql.types import StructType
 
-    if ENRICHED in bronze.columns:  # enriched by the decoder (the real-time pipeline: DecodeEnricher)
-        enriched = bronze.select("canonical.*", "kafka_timestamp", f"{ENRICHED}.*")
-    else:
-        inputs = bronze.select("canonical.*", "kafka_timestamp")
-        out_type = StructType(inputs.schema.fields + from_arrow_schema(module_columns(refs)).fields)
-        enriched = inputs.mapInArrow(enricher(refs), out_type)
+    inputs = bronze.select("canonical.*", "kafka_timestamp")
+    out_type = StructType(inputs.schema.fields + from_arrow_schema(module_columns(refs)).fields)
+    enriched = inputs.mapInArrow(enricher(refs), out_type)
     columns: list[Any] = [F.col(c) for c in COLUMN_NAMES] + [F.col(c) for c in QUALITY_COLUMNS]
     for ref in refs:
         columns += [F.col(c) for c in ref.outputs]
@@ -597,12 +537,7 @@ class EnrichJob:
         """
         t0 = time.monotonic()
         spark = bronze.sparkSession
-        rows = silver_rows(bronze, self.refs, key)
-        cached = ENRICHED not in bronze.columns
-        if cached:
-            # Enriched here: cached, so that the figures, the filters and the write do not run the modules again.
-            # Enriched by the decoder, the rows are a projection of the pipeline's cached batch: not cached again.
-            rows = rows.persist()
+        rows = silver_rows(bronze, self.refs, key).persist()
         try:
             plan = quality.gate_plan(SILVER, rows) if self.quality_gate else None
             figures = BatchFigures.of(rows, self.refs, plan)
@@ -626,8 +561,7 @@ class EnrichJob:
             self._report(key, figures, meta, t0, t_enriched, t_gated, t_downstream)
             return figures
         finally:
-            if cached:
-                rows.unpersist()
+            rows.unpersist()
 
     @staticmethod
     def _not_in(rows: DataFrame, figures: BatchFigures, uri: str) -> DataFrame:

@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -193,32 +193,11 @@ def body_span(value: bytes, body: bytes) -> tuple[int, int] | None:
 DECODED_STRUCT = pa.struct([DECODED.field(name) for name in DECODED_FIELDS])
 
 
-class RowEnricher(Protocol):
-    """What the decoder may also compute for each decoded alert, in the same Python pass (the real-time pipeline's
-    enrichment, :class:`jobs.enrich.DecodeEnricher`): one struct per message, null for a bad one."""
-
-    @property
-    def column(self) -> str: ...  # the decoded rows' column it fills
-
-    @property
-    def type(self) -> pa.StructType: ...
-
-    def __call__(self, canonical: pa.StructArray) -> pa.StructArray: ...
-
-
-def decoded_struct(enrich: RowEnricher | None = None) -> pa.StructType:
-    """What the decoder returns for each message: :data:`DECODED_STRUCT`, then what ``enrich`` adds."""
-    if enrich is None:
-        return DECODED_STRUCT
-    return pa.struct([*DECODED_STRUCT, pa.field(enrich.column, enrich.type)])
-
-
 def decoder(
-    survey_name: str, max_bytes: int | None, enrich: RowEnricher | None = None
+    survey_name: str, max_bytes: int | None
 ) -> Callable[[pa.Array, pa.Array, pa.Array, pa.Array], pa.StructArray]:
     """The Arrow UDF's function: Kafka values (and their coordinates, for error messages) in, one
-    :func:`decoded_struct` per message out. Never raises for a bad message: it gets its reason and error."""
-    out_type = decoded_struct(enrich)
+    :data:`DECODED_STRUCT` per message out. Never raises: a bad message gets its reason and error."""
 
     def decode(value: pa.Array, topic: pa.Array, partition: pa.Array, offset: pa.Array) -> pa.StructArray:
         survey = get_survey(survey_name)
@@ -229,19 +208,14 @@ def decoder(
             for key in DECODED_FIELDS:
                 out[key].append(fields.get(key))
         arrays = [pa.array(out[f.name], type=f.type) for f in DECODED_STRUCT]
-        if enrich is not None:
-            arrays.append(enrich(arrays[DECODED_STRUCT.get_field_index("canonical")]))
-        return pa.StructArray.from_arrays(arrays, fields=list(out_type))
+        return pa.StructArray.from_arrays(arrays, fields=list(DECODED_STRUCT))
 
     return decode
 
 
-def decode_messages(
-    kafka: DataFrame, survey_name: str, max_bytes: int | None, enrich: RowEnricher | None = None
-) -> DataFrame:
-    """Spark's Kafka rows -> :data:`DECODED` rows (and ``enrich``'s column). Only the values cross to Python (a
-    scalar Arrow UDF); the raw bytes stay in the JVM for the bronze body and the quarantine, instead of a round
-    trip."""
+def decode_messages(kafka: DataFrame, survey_name: str, max_bytes: int | None) -> DataFrame:
+    """Spark's Kafka rows -> :data:`DECODED` rows. Only the values cross to Python (a scalar Arrow UDF); the
+    raw bytes stay in the JVM for the bronze body and the quarantine, instead of a round trip."""
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType
     from pyspark.sql.pandas.types import from_arrow_type
@@ -250,9 +224,7 @@ def decode_messages(
     # that it prefers hints; the warning is silenced here.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "It is preferred to specify type hints", UserWarning)
-        decode = F.arrow_udf(
-            decoder(survey_name, max_bytes, enrich), from_arrow_type(decoded_struct(enrich)), ArrowUDFType.SCALAR
-        )
+        decode = F.arrow_udf(decoder(survey_name, max_bytes), from_arrow_type(DECODED_STRUCT), ArrowUDFType.SCALAR)
     return kafka.select(
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
@@ -285,12 +257,6 @@ def _decode_one(survey: Any, value: bytes, context: MessageContext, max_bytes: i
         "night": row["night"],
         "canonical": row,
     }
-
-
-def downstream_columns(decoded: DataFrame) -> list[str]:
-    """What the real-time pipeline's later stages get of each accepted message: ``canonical``, ``kafka_timestamp``
-    and what its decoder added (the module columns, :class:`RowEnricher`)."""
-    return ["canonical", "kafka_timestamp", *(c for c in decoded.columns if c not in DECODED.names)]
 
 
 def kept(decoded: DataFrame, with_bytes: bool = True) -> DataFrame:
@@ -372,7 +338,6 @@ def warm_up(
     rounds: int = 2,
     downstream: Callable[[DataFrame, str | None], None] | None = None,
     bronze: bool = True,
-    enrich: RowEnricher | None = None,
 ) -> None:
     """Run the batch path (Python decoder, ``from_avro`` of every version, the bronze projection and its
     Delta write; not the last two with ``bronze`` off) over the survey's sample alerts before the stream starts.
@@ -383,9 +348,9 @@ def warm_up(
     ``alerts`` sample alerts (the survey's samples repeated) go through ``rounds`` times, into a temporary
     Delta table that is then deleted (Spark's ``noop`` sink when Spark is not local, as executors could not
     share a temporary folder). Skipped when ``alerts`` is 0, and with a note when no sample alert is found.
-    ``downstream`` (the real-time pipeline's later stages) is run on the accepted rows (:func:`downstream_columns`,
-    with ``enrich``'s column when the decoder enriches) in each round too, with the temporary folder it may write
-    its own tables in (None when Spark is not local).
+    ``downstream`` (the real-time pipeline's later stages) is run on the accepted rows (``canonical``,
+    ``kafka_timestamp``) in each round too, with the temporary folder it may write its own tables in (None when
+    Spark is not local).
     """
     from pyspark.sql import functions as F
 
@@ -405,7 +370,7 @@ def warm_up(
     copies = max(1, round(alerts / len(samples)))
     slots = max(2, spark.sparkContext.defaultParallelism)  # every task slot's Python worker gets warm
     kafka_like = kafka_like_frame(spark, [s.message for s in samples], copies, "warm-up", slots)
-    decoded = decode_messages(kafka_like, survey_name, max_bytes, enrich)
+    decoded = decode_messages(kafka_like, survey_name, max_bytes)
     versions = sorted({s.version for s in samples})
     good = kept(decoded).where(F.col("reason").isNull())
     rows = to_bronze_rows(good, survey_name, versions, -1)
@@ -421,7 +386,7 @@ def warm_up(
             elif bronze:
                 rows.write.format("noop").mode("overwrite").save()
             if downstream is not None:
-                downstream(good.select(*downstream_columns(good)), tmp if local else None)
+                downstream(good.select("canonical", "kafka_timestamp"), tmp if local else None)
     log.info("warmed up on %d sample alerts x %d in %.1f s", len(samples), copies, time.monotonic() - t0)
 
 
@@ -468,7 +433,7 @@ class IngestJob:
 
         ``downstream`` (the real-time pipeline, :mod:`jobs.pipeline`) is called before bronze and quarantine are
         written (the filter streams need not wait for them), while the batch is cached, with the batch's
-        accepted alerts (:func:`downstream_columns`) of every message that goes to bronze now or went
+        accepted alerts: ``canonical`` and ``kafka_timestamp`` of every message that goes to bronze now or went
         there in an earlier attempt at this batch (not the bad ones or duplicates), and whether they are known
         to be new to every table derived from bronze: all new to bronze, and not a possible retry (the first
         batch of a run may be one, whose killed attempt may have written downstream and not bronze). With
@@ -541,7 +506,7 @@ class IngestJob:
                 # (the filter streams need not wait for them). So a killed attempt may have written them and not
                 # bronze, and only the first batch of a run can be such a retry: "all new" is vouched for from
                 # the second one on, once a whole batch has gone through in this process.
-                downstream(accepted.select(*downstream_columns(batch)), counts["already"] == 0 and self._clean)
+                downstream(accepted.select("canonical", "kafka_timestamp"), counts["already"] == 0 and self._clean)
                 t_downstream = time.monotonic()
             self._quarantined().update(c for c, (status, _) in plan.items() if status in ("bad", "duplicate"))
 

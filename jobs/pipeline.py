@@ -177,9 +177,6 @@ def start(
     ingest_job.recover(spark)
     if not lander:
         ingest_job.behind = None  # bronze and quarantine appended by each batch itself
-    # The modules run in the decoder's Python pass (jobs.enrich.DecodeEnricher): each alert's canonical row is
-    # enriched where it is built, instead of crossing from the JVM to Python and back a second time.
-    enricher = enrich.DecodeEnricher(tuple(refs))
     ingest.warm_up(
         spark,
         survey,
@@ -187,13 +184,12 @@ def start(
         settings.ingest_warm_up_alerts,
         downstream=warm_up_stages(enrich_job, distribute_job),
         bronze=not lander,
-        enrich=enricher,
     )
     # The tables each micro-batch commits to with Spark: their state now, not in the first batch.
     written = [enrich_job.silver_uri] + ([] if lander else [ingest_job.bronze_uri, ingest_job.quarantine_uri])
     load_delta_states(spark, written)
     reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
-    decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes, enricher)
+    decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes)
     job = PipelineJob(ingest_job, enrich_job, distribute_job)
     log.info("%s: %s -> bronze -> silver -> %s", name, ingest_job.topic, ", ".join(distribute_job.topics()))
     return start_stream(settings, decoded, name, job.write_batch, trigger, interval), job
