@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     # The real-time pipeline's bronze lander (jobs.lander): a Spark driver of its own, at this CPU priority.
     bronze_lander_memory: str = "2g"
     bronze_lander_nice: int = 19
+    # The lander yields to a busy pipeline: it appends nothing while the pipeline was busy more than this share of
+    # the last 30 s (its batches back to back: at capacity), unless its oldest marked batch waits longer than
+    # bronze_lander_max_lag_s. Above 1: never yields (only its CPU priority keeps it behind).
+    bronze_lander_yield_load: float = 0.8
+    bronze_lander_max_lag_s: float = 600.0
     spark_shuffle_partitions: int = 4
     # JVM options of Spark's driver and executors. The parallel (throughput) collector: ingesting 200,000
     # alerts ran at 2,337 and 2,409 alerts/s with it against 2,154 and 2,059 with the default G1, side by side.

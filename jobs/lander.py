@@ -43,6 +43,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +65,10 @@ LANDER_ENV = "ALERTLAKE_LANDER"
 #: its checkpoint and before the lander appends it; ``lander-after-bronze`` kills the lander alone after its
 #: first append and before it removes that batch's marker. A lander the pipeline restarts has no fault.
 LANDER_FAULTS = ("before-bronze:", "lander-after-bronze")
+#: How far back the lander looks at the pipeline's batches to tell whether it is busy (:func:`pipeline_load`), and
+#: how many of them it keeps for that (two surveys' streams of 1-second batches fit).
+LOAD_WINDOW_S = 30.0
+PIPELINE_SPANS = 64
 
 
 def lander_key(settings: Settings, apps: dict[str, str]) -> str:
@@ -121,6 +128,7 @@ class BronzeLander:
         self._error: str | None = None
         self._draining = threading.Event()
         self._going = False
+        self._spans: list[str] = []  # the pipeline's recent batches as "batch <start> <end>" lines (epoch seconds)
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._supervise, name="bronze-lander", daemon=True)
@@ -141,11 +149,29 @@ class BronzeLander:
             self._going = True
             self._tell(self._proc)
 
+    def batch_done(self, started: float, ended: float) -> None:
+        """Tell the lander that the pipeline was busy with a micro-batch from ``started`` to ``ended`` (epoch
+        seconds): it yields while the pipeline is busy most of the time (:func:`pipeline_load`)."""
+        line = f"batch {started:.3f} {ended:.3f}"
+        with self._lock:
+            self._spans = [*self._spans[-(PIPELINE_SPANS - 1) :], line]
+            proc = self._proc
+            if proc is None or proc.stdin is None or proc.stdin.closed:
+                return
+            try:
+                proc.stdin.write(line.encode() + b"\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, ValueError):  # it died: the supervising thread starts another
+                pass
+
     def _tell(self, proc: subprocess.Popen[bytes] | None) -> None:
-        """Say to a lander what it may do: land (``go`` line), then land what is marked and exit (end of input)."""
+        """Say to a lander what it may do: land (``go`` line), then land what is marked and exit (end of input),
+        with the pipeline's recent batches (a lander started again yields as the last one did)."""
         if proc is None or proc.stdin is None or proc.stdin.closed:
             return
         try:
+            for line in self._spans:
+                proc.stdin.write(line.encode() + b"\n")
             if self._going:
                 proc.stdin.write(b"go\n")
                 proc.stdin.flush()
@@ -226,10 +252,57 @@ def die_with_parent(parent: int) -> None:
         raise SystemExit(f"bronze lander: the pipeline (process {parent}) is gone")
 
 
-def land(spark: SparkSession, jobs: list[ingest.IngestJob], draining: threading.Event, poll: float = 0.5) -> int:
+def pipeline_load(spans: Iterable[tuple[float, float]], now: float, window: float = LOAD_WINDOW_S) -> float:
+    """The share of the last ``window`` seconds before ``now`` the pipeline spent in micro-batches (``spans``:
+    (start, end) of its recent batches, those of its surveys' streams overlapping counted once)."""
+    busy, reach = 0.0, now - window
+    for start, end in sorted(spans):
+        start, end = max(start, reach), min(end, now)
+        if end > start:
+            busy += end - start
+            reach = end
+    return busy / window
+
+
+@dataclass
+class Yield:
+    """When the lander leaves the CPU to the pipeline: while the pipeline was busy more than ``load`` of the last
+    :data:`LOAD_WINDOW_S` seconds, unless the oldest marked batch has waited ``max_lag`` seconds.
+
+    At nice 19 the lander still took a quarter of the machine under a sustained load (the CPU the pipeline left
+    in its one-thread phases), and it slowed the pipeline far more than that share: in 2-minute runs at 1,000
+    alerts/s (``bench/e2e.py``, speed 0.43-0.44 of ``decode.json``), p95 was 65.5 s with it running against 22.9 s
+    with it stopped while the survey sent, and bronze was complete about as soon after the load (182 s, 174 s)."""
+
+    load: float = 0.8
+    max_lag: float = 600.0
+    spans: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=PIPELINE_SPANS))
+
+    def heard(self, line: bytes) -> bool:
+        """Take a ``batch <start> <end>`` line from the pipeline; False for any other line."""
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != b"batch":
+            return False
+        self.spans.append((float(parts[1]), float(parts[2])))
+        return True
+
+    def now(self, waited: float) -> bool:
+        """Whether to wait rather than append, the oldest marked batch having waited ``waited`` seconds."""
+        return waited < self.max_lag and pipeline_load(list(self.spans), time.time()) > self.load
+
+
+def land(
+    spark: SparkSession,
+    jobs: list[ingest.IngestJob],
+    draining: threading.Event,
+    poll: float = 0.5,
+    yielding: Yield | None = None,
+) -> int:
     """Append every marked batch of ``jobs`` (oldest first) until ``draining`` is set and none is left; returns
-    the number of messages read."""
+    the number of messages read. With ``yielding``, a batch waits while the pipeline is busy (:class:`Yield`);
+    nothing waits once the pipeline stops."""
     total, said = 0, 0.0
+    first_seen: dict[tuple[str, int], float] = {}  # when this lander first saw each marker
     while True:
         drained = draining.is_set()  # before listing: a batch marked before the streams stopped is listed
         work = [(job, batch_id, ranges) for job in jobs for batch_id, ranges in job.behind.pending()]  # type: ignore[union-attr]
@@ -238,20 +311,30 @@ def land(spark: SparkSession, jobs: list[ingest.IngestJob], draining: threading.
                 return total
             draining.wait(poll)
             continue
-        if len(work) > 1 and time.monotonic() - said > 30:
-            said = time.monotonic()
+        now = time.monotonic()
+        for job, batch_id, _ in work:
+            first_seen.setdefault((job.app_id, batch_id), now)
+        waited = now - min(first_seen[(job.app_id, batch_id)] for job, batch_id, _ in work)
+        waiting = yielding is not None and not drained and yielding.now(waited)
+        if (len(work) > 1 or waiting) and now - said > 30:
+            said = now
             log.info(
-                "bronze lander: %d batches (%d messages) waiting",
+                "bronze lander: %d batches (%d messages) waiting%s",
                 len(work),
                 sum(ingest.message_count(r) for _, _, r in work),
+                f", the oldest {waited:.0f} s: the pipeline is busy" if waiting else "",
             )
-        for job, batch_id, ranges in work:
-            if os.environ.get(ingest.FAULT_ENV) == f"before-bronze:{batch_id}" and job.behind is not None:
-                job.behind.wait_committed(batch_id)  # committed to the checkpoint: Spark will not replay it
-                log.warning("fault injection: killing the pipeline and the lander before bronze, batch %d", batch_id)
-                os.kill(os.getppid(), signal.SIGKILL)
-                os.kill(os.getpid(), signal.SIGKILL)
-            total += job.land_marked(spark, batch_id, ranges)  # the lander-after-bronze fault is in there
+        if waiting:
+            draining.wait(poll)
+            continue
+        job, batch_id, ranges = work[0]  # one at a time: whether to yield is asked again before the next one
+        if os.environ.get(ingest.FAULT_ENV) == f"before-bronze:{batch_id}" and job.behind is not None:
+            job.behind.wait_committed(batch_id)  # committed to the checkpoint: Spark will not replay it
+            log.warning("fault injection: killing the pipeline and the lander before bronze, batch %d", batch_id)
+            os.kill(os.getppid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+        total += job.land_marked(spark, batch_id, ranges)  # the lander-after-bronze fault is in there
+        first_seen.pop((job.app_id, batch_id), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,12 +350,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     os.nice(settings.bronze_lander_nice)  # before Spark: its JVM and Python workers inherit it
     going, draining = threading.Event(), threading.Event()
+    yielding = Yield(settings.bronze_lander_yield_load, settings.bronze_lander_max_lag_s)
 
     def listen() -> None:
-        """The pipeline's word: a ``go`` line, then the end of our input when it stops (or dies)."""
+        """The pipeline's word: its batches' spans, a ``go`` line, then the end of our input when it stops (or
+        dies)."""
         for line in sys.stdin.buffer:
             if line.strip() == b"go":
                 going.set()
+            else:
+                yielding.heard(line)
         draining.set()
 
     threading.Thread(target=listen, name="stdin", daemon=True).start()
@@ -295,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         going.wait(0.5)
     log.info("bronze lander of %s: nice %d, pid %d", ", ".join(args.job), os.nice(0), os.getpid())
     try:
-        total = land(spark, jobs, draining, args.poll)
+        total = land(spark, jobs, draining, args.poll, yielding if settings.bronze_lander_yield_load <= 1 else None)
     except Exception:
         log.exception("bronze lander failed")
         return 1

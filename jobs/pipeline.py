@@ -89,9 +89,19 @@ class PipelineJob:
     enrich: enrich.EnrichJob
     distribute: distribute.DistributeJob
     held: list[str] = field(default_factory=list)  # enrichment batch keys the gate held (not distributed)
+    #: Told the (epoch) start and end of every micro-batch: the bronze lander yields while the pipeline is busy.
+    on_batch: Callable[[float, float], None] | None = None
 
     def write_batch(self, decoded: DataFrame, batch_id: int) -> None:
         """Ingest, enrich and distribute one micro-batch (each stage exactly once, keyed by ``batch_id``)."""
+        started = time.time()
+        try:
+            self._write_batch(decoded, batch_id)
+        finally:
+            if self.on_batch is not None:
+                self.on_batch(started, time.time())
+
+    def _write_batch(self, decoded: DataFrame, batch_id: int) -> None:
         t0 = time.monotonic()
 
         def distribute_rows(rows: DataFrame, verdict: Verdict | None) -> None:
@@ -154,10 +164,11 @@ def start(
     max_offsets: int = 20000,
     topic_suffix: str = "",
     filters_dir: Path = FILTERS_DIR,
-    lander: bool = True,
+    lander: BronzeLander | None = None,
 ) -> tuple[StreamingQuery, PipelineJob]:
     """Start ``survey``'s pipeline query (Kafka source, as :func:`jobs.ingest.start`); return it and its job.
-    ``lander``: each batch is marked for the bronze lander (:mod:`jobs.lander`), else appended to bronze in line."""
+    ``lander``: each batch is marked for the bronze lander (:mod:`jobs.lander`), which is told when the pipeline
+    is busy; without one, each batch is appended to bronze in line."""
     from alertlake.kafka import survey_topic
 
     name = app_id(survey)
@@ -190,7 +201,7 @@ def start(
     load_delta_states(spark, written)
     reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
     decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes)
-    job = PipelineJob(ingest_job, enrich_job, distribute_job)
+    job = PipelineJob(ingest_job, enrich_job, distribute_job, on_batch=lander.batch_done if lander else None)
     log.info("%s: %s -> bronze -> silver -> %s", name, ingest_job.topic, ", ".join(distribute_job.topics()))
     return start_stream(settings, decoded, name, job.write_batch, trigger, interval), job
 
@@ -225,7 +236,17 @@ def run(
         lander.start()  # it starts Spark meanwhile, and appends nothing before go()
     try:
         started = [
-            start(spark, settings, s, refs, trigger, interval, max_offsets, topic_suffix, lander=bronze == "lander")
+            start(
+                spark,
+                settings,
+                s,
+                refs,
+                trigger,
+                interval,
+                max_offsets,
+                topic_suffix,
+                lander=lander if bronze == "lander" else None,
+            )
             for s in surveys
         ]
     except BaseException:
