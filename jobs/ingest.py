@@ -818,6 +818,8 @@ class BronzeBehind:
         self.spark = spark
         self.checkpoint = checkpoint_uri(settings, app_id)
         self.markers = checkpoint_uri(settings, f"{app_id}_bronze")
+        #: When each batch :meth:`pending` last listed was marked (epoch seconds, the marker's modification time).
+        self.marked_at: dict[int, float] = {}
 
     def _path(self, uri: str) -> Any:
         path = self._jvm.org.apache.hadoop.fs.Path(uri)
@@ -852,10 +854,12 @@ class BronzeBehind:
         if not fs.exists(path):
             return []
         found = []
+        self.marked_at = {}
         for status in fs.listStatus(path):
             name = status.getPath().getName()
             if not name.endswith(".json"):
                 continue
+            self.marked_at[int(name.removesuffix(".json"))] = status.getModificationTime() / 1000
             stream = fs.open(status.getPath())
             try:
                 marker = json.loads(self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))

@@ -129,6 +129,7 @@ class BronzeLander:
         self._draining = threading.Event()
         self._going = False
         self._spans: list[str] = []  # the pipeline's recent batches as "batch <start> <end>" lines (epoch seconds)
+        self._open: set[float] = set()  # start times of the micro-batches under way
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._supervise, name="bronze-lander", daemon=True)
@@ -149,20 +150,30 @@ class BronzeLander:
             self._going = True
             self._tell(self._proc)
 
+    def batch_started(self, started: float) -> None:
+        """Tell the lander that the pipeline began a micro-batch at ``started`` (epoch seconds): it counts as busy
+        until :meth:`batch_done` (the lander yields while the pipeline is busy most of the time, :class:`Yield`)."""
+        with self._lock:
+            self._open.add(started)
+            self._say(f"begin {started:.3f}")
+
     def batch_done(self, started: float, ended: float) -> None:
-        """Tell the lander that the pipeline was busy with a micro-batch from ``started`` to ``ended`` (epoch
-        seconds): it yields while the pipeline is busy most of the time (:func:`pipeline_load`)."""
+        """Tell the lander that the pipeline was busy with a micro-batch from ``started`` to ``ended``."""
         line = f"batch {started:.3f} {ended:.3f}"
         with self._lock:
+            self._open.discard(started)
             self._spans = [*self._spans[-(PIPELINE_SPANS - 1) :], line]
-            proc = self._proc
-            if proc is None or proc.stdin is None or proc.stdin.closed:
-                return
-            try:
-                proc.stdin.write(line.encode() + b"\n")
-                proc.stdin.flush()
-            except (BrokenPipeError, ValueError):  # it died: the supervising thread starts another
-                pass
+            self._say(line)
+
+    def _say(self, line: str) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.closed:
+            return
+        try:
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # it died: the supervising thread starts another
+            pass
 
     def _tell(self, proc: subprocess.Popen[bytes] | None) -> None:
         """Say to a lander what it may do: land (``go`` line), then land what is marked and exit (end of input),
@@ -170,7 +181,7 @@ class BronzeLander:
         if proc is None or proc.stdin is None or proc.stdin.closed:
             return
         try:
-            for line in self._spans:
+            for line in [*self._spans, *(f"begin {t:.3f}" for t in sorted(self._open))]:
                 proc.stdin.write(line.encode() + b"\n")
             if self._going:
                 proc.stdin.write(b"go\n")
@@ -252,9 +263,15 @@ def die_with_parent(parent: int) -> None:
         raise SystemExit(f"bronze lander: the pipeline (process {parent}) is gone")
 
 
-def pipeline_load(spans: Iterable[tuple[float, float]], now: float, window: float = LOAD_WINDOW_S) -> float:
+def pipeline_load(
+    spans: Iterable[tuple[float, float]], now: float, window: float = LOAD_WINDOW_S, since: float | None = None
+) -> float:
     """The share of the last ``window`` seconds before ``now`` the pipeline spent in micro-batches (``spans``:
-    (start, end) of its recent batches, those of its surveys' streams overlapping counted once)."""
+    (start, end) of its recent batches, those of its surveys' streams overlapping counted once). Heard of only
+    ``since`` then (its first batch), the share of the time since."""
+    window = min(window, now - since) if since is not None else window
+    if window <= 0:
+        return 0.0
     busy, reach = 0.0, now - window
     for start, end in sorted(spans):
         start, end = max(start, reach), min(end, now)
@@ -277,18 +294,30 @@ class Yield:
     load: float = 0.8
     max_lag: float = 600.0
     spans: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=PIPELINE_SPANS))
+    under_way: set[float] = field(default_factory=set)  # start times of the pipeline's batches not yet done
+    since: float | None = None  # start of the first batch heard of: the pipeline's first window is shorter
 
     def heard(self, line: bytes) -> bool:
-        """Take a ``batch <start> <end>`` line from the pipeline; False for any other line."""
+        """Take a ``begin <start>`` or ``batch <start> <end>`` line from the pipeline; False for any other line."""
         parts = line.split()
-        if len(parts) != 3 or parts[0] != b"batch":
+        if len(parts) in (2, 3) and parts[0] in (b"begin", b"batch"):
+            start = float(parts[1])
+            self.since = start if self.since is None else min(self.since, start)
+        if len(parts) == 2 and parts[0] == b"begin":
+            self.under_way.add(round(float(parts[1]), 3))
+        elif len(parts) == 3 and parts[0] == b"batch":
+            self.under_way.discard(round(float(parts[1]), 3))
+            self.spans.append((float(parts[1]), float(parts[2])))
+        else:
             return False
-        self.spans.append((float(parts[1]), float(parts[2])))
         return True
 
     def now(self, waited: float) -> bool:
-        """Whether to wait rather than append, the oldest marked batch having waited ``waited`` seconds."""
-        return waited < self.max_lag and pipeline_load(list(self.spans), time.time()) > self.load
+        """Whether to wait rather than append, the oldest marked batch having waited ``waited`` seconds. A batch
+        under way counts as busy up to now: a long one must not look like a pause."""
+        clock = time.time()
+        spans = [*self.spans, *((start, clock) for start in self.under_way)]
+        return waited < self.max_lag and pipeline_load(spans, clock, since=self.since) > self.load
 
 
 def land(
@@ -302,7 +331,6 @@ def land(
     the number of messages read. With ``yielding``, a batch waits while the pipeline is busy (:class:`Yield`);
     nothing waits once the pipeline stops."""
     total, said = 0, 0.0
-    first_seen: dict[tuple[str, int], float] = {}  # when this lander first saw each marker
     while True:
         drained = draining.is_set()  # before listing: a batch marked before the streams stopped is listed
         work = [(job, batch_id, ranges) for job in jobs for batch_id, ranges in job.behind.pending()]  # type: ignore[union-attr]
@@ -312,9 +340,7 @@ def land(
             draining.wait(poll)
             continue
         now = time.monotonic()
-        for job, batch_id, _ in work:
-            first_seen.setdefault((job.app_id, batch_id), now)
-        waited = now - min(first_seen[(job.app_id, batch_id)] for job, batch_id, _ in work)
+        waited = time.time() - min(job.behind.marked_at.get(batch_id, time.time()) for job, batch_id, _ in work)  # type: ignore[union-attr]
         waiting = yielding is not None and not drained and yielding.now(waited)
         if (len(work) > 1 or waiting) and now - said > 30:
             said = now
@@ -325,7 +351,7 @@ def land(
                 f", the oldest {waited:.0f} s: the pipeline is busy" if waiting else "",
             )
         if waiting:
-            draining.wait(poll)
+            draining.wait(max(poll, 2.0))  # the markers are listed again less often while the pipeline is busy
             continue
         job, batch_id, ranges = work[0]  # one at a time: whether to yield is asked again before the next one
         if os.environ.get(ingest.FAULT_ENV) == f"before-bronze:{batch_id}" and job.behind is not None:
@@ -334,7 +360,6 @@ def land(
             os.kill(os.getppid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
         total += job.land_marked(spark, batch_id, ranges)  # the lander-after-bronze fault is in there
-        first_seen.pop((job.app_id, batch_id), None)
 
 
 def main(argv: list[str] | None = None) -> int:

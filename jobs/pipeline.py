@@ -89,17 +89,19 @@ class PipelineJob:
     enrich: enrich.EnrichJob
     distribute: distribute.DistributeJob
     held: list[str] = field(default_factory=list)  # enrichment batch keys the gate held (not distributed)
-    #: Told the (epoch) start and end of every micro-batch: the bronze lander yields while the pipeline is busy.
-    on_batch: Callable[[float, float], None] | None = None
+    #: Told when every micro-batch begins and ends: the bronze lander yields while the pipeline is busy.
+    lander: BronzeLander | None = None
 
     def write_batch(self, decoded: DataFrame, batch_id: int) -> None:
         """Ingest, enrich and distribute one micro-batch (each stage exactly once, keyed by ``batch_id``)."""
         started = time.time()
+        if self.lander is not None:
+            self.lander.batch_started(started)
         try:
             self._write_batch(decoded, batch_id)
         finally:
-            if self.on_batch is not None:
-                self.on_batch(started, time.time())
+            if self.lander is not None:
+                self.lander.batch_done(started, time.time())
 
     def _write_batch(self, decoded: DataFrame, batch_id: int) -> None:
         t0 = time.monotonic()
@@ -201,7 +203,7 @@ def start(
     load_delta_states(spark, written)
     reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
     decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes)
-    job = PipelineJob(ingest_job, enrich_job, distribute_job, on_batch=lander.batch_done if lander else None)
+    job = PipelineJob(ingest_job, enrich_job, distribute_job, lander=lander)
     log.info("%s: %s -> bronze -> silver -> %s", name, ingest_job.topic, ", ".join(distribute_job.topics()))
     return start_stream(settings, decoded, name, job.write_batch, trigger, interval), job
 
