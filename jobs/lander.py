@@ -10,8 +10,10 @@ the marker.
 Why a process: the bronze append (Spark's ``from_avro`` into the union of the survey's versions, then Parquet)
 costs about as much CPU as all the later stages of a batch, and on a CPU-bound machine it held half the alerts'
 latency, written in line or in a background thread of the pipeline (docs/data-engineer.md). In a process at
-``nice 19``, it takes only the CPU the latency path leaves: under a burst bronze falls behind and catches up
-after it. Its logs say how far behind the survey each batch landed; ``bench/e2e.py`` reports the lag.
+``nice 19`` that also waits while the pipeline is busy (:class:`Yield`: the pipeline says on the lander's standard
+input when each micro-batch begins and ends), it takes only the CPU the latency path leaves: under a burst bronze
+falls behind and catches up after it, within ``bronze_lander_max_lag_s``. Its logs say how far behind the survey
+each batch landed; ``bench/e2e.py`` reports the lag.
 
 Exactly once, across kills of either process:
 
