@@ -290,8 +290,8 @@ class Yield:
 
     At nice 19 the lander still took a quarter of the machine under a sustained load (the CPU the pipeline left
     in its one-thread phases), and it slowed the pipeline far more than that share: in 2-minute runs at 1,000
-    alerts/s (``bench/e2e.py``, speed 0.43-0.44 of ``decode.json``), p95 was 65.5 s with it running against 22.9 s
-    with it stopped while the survey sent, and bronze was complete about as soon after the load (182 s, 174 s)."""
+    alerts/s (``bench/e2e.py``), p95 was 40.3 s with it running (speed 0.57 of ``decode.json``) against 22.9 s
+    with it stopped while the survey sent (speed 0.43), and bronze was complete 145 s and 174 s after the load."""
 
     load: float = 0.8
     max_lag: float = 600.0
