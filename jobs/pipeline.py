@@ -16,8 +16,9 @@ other, in one Spark application:
    With them first, an alert's latency under load (1,000 alerts/s, ``bench/e2e.py``, 2-minute runs side by
    side) went from p50 14.2 s, p95 19.1 s to 9.3 s, 14.9 s;
 5. the batch is marked for bronze: its Kafka offset ranges in a small file (:class:`jobs.ingest.BronzeBehind`).
-   The bronze lander (:mod:`jobs.lander`), a child process at the lowest CPU priority, reads the marked messages
-   again from Kafka and appends them to bronze and quarantine, behind the pipeline. Appended by the pipeline,
+   The bronze lander (:mod:`jobs.lander`), a child process at the lowest CPU priority that waits while the
+   pipeline is busy (told when each micro-batch begins and ends), reads the marked messages again from Kafka and
+   appends them to bronze and quarantine, behind the pipeline. Appended by the pipeline,
    even in a background thread, bronze held half the alerts' latency on a CPU-bound machine. That is how a
    continuous run writes bronze; a bounded one (``--trigger available-now``, a catch-up) appends each batch in
    line after its filter messages, as ``--bronze inline`` does.
