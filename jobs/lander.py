@@ -168,30 +168,26 @@ class BronzeLander:
             self._say(line)
 
     def _say(self, line: str) -> None:
-        proc = self._proc
+        self._write(self._proc, [line])
+
+    @staticmethod
+    def _write(proc: subprocess.Popen[bytes] | None, lines: list[str], close: bool = False) -> None:
+        """Write ``lines`` to the lander's standard input (then close it with ``close``); nothing if it is gone."""
         if proc is None or proc.stdin is None or proc.stdin.closed:
             return
         try:
-            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.write(b"".join(line.encode() + b"\n" for line in lines))
             proc.stdin.flush()
+            if close:
+                proc.stdin.close()
         except (BrokenPipeError, ValueError):  # it died: the supervising thread starts another
             pass
 
     def _tell(self, proc: subprocess.Popen[bytes] | None) -> None:
         """Say to a lander what it may do: land (``go`` line), then land what is marked and exit (end of input),
         with the pipeline's recent batches (a lander started again yields as the last one did)."""
-        if proc is None or proc.stdin is None or proc.stdin.closed:
-            return
-        try:
-            for line in [*self._spans, *(f"begin {t:.3f}" for t in sorted(self._open))]:
-                proc.stdin.write(line.encode() + b"\n")
-            if self._going:
-                proc.stdin.write(b"go\n")
-                proc.stdin.flush()
-            if self._draining.is_set():
-                proc.stdin.close()
-        except BrokenPipeError:  # it died: the supervising thread starts another
-            pass
+        lines = [*self._spans, *(f"begin {t:.3f}" for t in sorted(self._open))] + (["go"] if self._going else [])
+        self._write(proc, lines, close=self._draining.is_set())
 
     @property
     def isActive(self) -> bool:
@@ -301,17 +297,17 @@ class Yield:
 
     def heard(self, line: bytes) -> bool:
         """Take a ``begin <start>`` or ``batch <start> <end>`` line from the pipeline; False for any other line."""
-        parts = line.split()
-        if len(parts) in (2, 3) and parts[0] in (b"begin", b"batch"):
-            start = float(parts[1])
-            self.since = start if self.since is None else min(self.since, start)
-        if len(parts) == 2 and parts[0] == b"begin":
-            self.under_way.add(round(float(parts[1]), 3))
-        elif len(parts) == 3 and parts[0] == b"batch":
-            self.under_way.discard(round(float(parts[1]), 3))
-            self.spans.append((float(parts[1]), float(parts[2])))
+        kind, *values = line.split() or [b""]
+        if kind == b"begin" and len(values) == 1:
+            start = float(values[0])
+            self.under_way.add(start)
+        elif kind == b"batch" and len(values) == 2:
+            start, end = float(values[0]), float(values[1])
+            self.under_way.discard(start)
+            self.spans.append((start, end))
         else:
             return False
+        self.since = start if self.since is None else min(self.since, start)
         return True
 
     def now(self, waited: float) -> bool:
@@ -409,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         going.wait(0.5)
     log.info("bronze lander of %s: nice %d, pid %d", ", ".join(args.job), os.nice(0), os.getpid())
     try:
-        total = land(spark, jobs, draining, args.poll, yielding if settings.bronze_lander_yield_load <= 1 else None)
+        total = land(spark, jobs, draining, args.poll, yielding)  # a load above 1 is never reached: never waits
     except Exception:
         log.exception("bronze lander failed")
         return 1
