@@ -13,7 +13,10 @@ Two ways of running a suite, one set of definitions:
   ONE ``agg`` over the batch; the counts are then turned into GX ``ExpectationValidationResult`` objects with
   GX's result model (:func:`evaluate`, :func:`gx_result_json`). No extra pass over the data: the
   enrichment job adds these aggregates to the one aggregation that computes its batch figures
-  (:func:`gate_plan`, ``gate_batch(..., stats=...)``), so the gate needs no Spark action of its own.
+  (:func:`gate_plan`, ``gate_batch(..., stats=...)``), so the gate needs no Spark action of its own. The
+  real-time pipeline goes further: it brings each aggregate's row-level form (a boolean per condition,
+  :meth:`AggregatePlan.row_columns`) to the driver with the columns its filters read, and pyarrow reduces them
+  (:meth:`AggregatePlan.reduce`): no aggregation at all.
   The small results are written with delta-rs (no Spark job) to ``quality.results`` / ``quality.batches``
   and as GX validation results in the GX store (``<state_dir>/gx``, JSON written directly: the gate never
   imports GX), from which Data Docs are built.
@@ -269,15 +272,67 @@ class AggregatePlan:
     counts: dict[int, dict[str, str]] = field(default_factory=dict)
     unexpected: dict[int, tuple[str, str]] = field(default_factory=dict)
     nights: tuple[str, str] | None = None  # aliases of the batch's first and last night
+    #: Each aggregate's row-level form, by alias (see :meth:`row_columns`).
+    rowwise: dict[str, RowAggregate] = field(default_factory=dict)
 
-    def add(self, sql: str) -> str:
-        """The alias of aggregate ``sql`` (added once)."""
+    def add(self, sql: str, rowwise: RowAggregate) -> str:
+        """The alias of aggregate ``sql`` (added once), whose row-level form is ``rowwise``."""
         for alias, existing in self.aggregates:
             if existing == sql:
                 return alias
         alias = f"m{len(self.aggregates)}"
         self.aggregates.append((alias, sql))
+        self.rowwise[alias] = rowwise
         return alias
+
+    def row_columns(self) -> dict[str, str]:
+        """The row-level columns from which :meth:`reduce` computes every aggregate on the driver, as
+        ``{name: Spark SQL}``: one boolean ``gate_<alias>`` per condition, and the value columns themselves.
+
+        The real-time pipeline brings these to the driver with the columns its filters read, in the one query
+        that takes the batch there: the gate and the batch figures then cost no aggregation (a Spark job with a
+        shuffle) of their own.
+        """
+        out: dict[str, str] = {}
+        for alias, agg in self.rowwise.items():
+            if agg.condition is not None:
+                out[f"gate_{alias}"] = f"coalesce(({agg.condition}), FALSE)"
+            for column in agg.columns:
+                out[column] = sql_identifier(column)
+        return out
+
+    def reduce(self, table: pa.Table) -> dict[str, Any]:
+        """Every aggregate, computed with pyarrow from ``table`` (holding :meth:`row_columns`): the same values
+        as the Spark aggregation."""
+        import pyarrow.compute as pc
+
+        stats: dict[str, Any] = {}
+        for alias, agg in self.rowwise.items():
+            flag = table.column(f"gate_{alias}") if agg.condition is not None else None
+            if agg.kind == "count":
+                stats[alias] = table.num_rows if flag is None else int(pc.sum(flag).as_py() or 0)
+            elif agg.kind in ("min", "max"):
+                (column,) = agg.columns
+                stats[alias] = pc.min_max(table.column(column))[agg.kind].as_py()
+            elif agg.kind == "distinct":
+                values = table.select(list(agg.columns))
+                if flag is not None:
+                    values = values.filter(flag)
+                stats[alias] = values.group_by(list(agg.columns)).aggregate([]).num_rows
+            else:
+                raise ValueError(f"unknown row-level aggregate {agg.kind!r} ({alias})")
+        return stats
+
+
+@dataclass(frozen=True)
+class RowAggregate:
+    """The row-level form of one aggregate: ``count`` rows (where ``condition`` holds), ``min``/``max`` of its
+    one column, or the number of ``distinct`` value tuples of its ``columns`` (where ``condition`` holds; the
+    condition implies they are not null)."""
+
+    kind: str
+    condition: str | None = None
+    columns: tuple[str, ...] = ()
 
 
 def aggregations(expectations: Sequence[tuple[int, Mapping[str, Any]]], columns: Iterable[str]) -> AggregatePlan:
@@ -291,9 +346,12 @@ def aggregations(expectations: Sequence[tuple[int, Mapping[str, Any]]], columns:
     """
     have = set(columns)
     plan = AggregatePlan()
-    rows = plan.add("count(1)")
+    rows = plan.add("count(1)", RowAggregate("count"))
     if "night" in have:
-        plan.nights = (plan.add("min(`night`)"), plan.add("max(`night`)"))
+        plan.nights = (
+            plan.add("min(`night`)", RowAggregate("min", columns=("night",))),
+            plan.add("max(`night`)", RowAggregate("max", columns=("night",))),
+        )
     for i, exp in expectations:
         kind, k = exp["type"], exp["kwargs"]
         cols = referenced_columns(exp)
@@ -305,12 +363,15 @@ def aggregations(expectations: Sequence[tuple[int, Mapping[str, Any]]], columns:
             raise ValueError(f"expectation {kind} (#{i}): in-batch row conditions must use condition_parser spark")
         domain = f"({k['row_condition']})" if k.get("row_condition") else None
         q = [sql_identifier(c) for c in cols]
-        element = plan.add(f"count_if({domain})") if domain else rows
+        element = plan.add(f"count_if({domain})", RowAggregate("count", domain)) if domain else rows
         if kind in UNIQUE:
             present = " AND ".join([*([domain] if domain else []), *(f"{c} IS NOT NULL" for c in q)])
             value = q[0] if len(q) == 1 else f"struct({', '.join(q)})"
-            nonnull = plan.add(f"count_if({present})")
-            distinct = plan.add(f"size(collect_set(CASE WHEN {present} THEN {value} END))")
+            nonnull = plan.add(f"count_if({present})", RowAggregate("count", present))
+            distinct = plan.add(
+                f"size(collect_set(CASE WHEN {present} THEN {value} END))",
+                RowAggregate("distinct", present, tuple(cols)),
+            )
             plan.counts[i] = {"element": element, "nonnull": nonnull, "unexpected": f"{nonnull}-{distinct}"}
             continue
         if kind in PAIR:
@@ -326,14 +387,14 @@ def aggregations(expectations: Sequence[tuple[int, Mapping[str, Any]]], columns:
             has_value = f"{c} IS NOT NULL"
             sample = f"CAST({c} AS STRING)"
         scope = f"{domain} AND " if domain else ""
-        nonnull = plan.add(f"count_if({scope}{has_value})")
+        nonnull = plan.add(f"count_if({scope}{has_value})", RowAggregate("count", f"{scope}{has_value}"))
         # The null checks need no aggregate of their own: their unexpected rows are the (non-)null ones.
         if kind == "expect_column_values_to_not_be_null":
             unexpected = f"{element}-{nonnull}"
         elif kind == "expect_column_values_to_be_null":
             unexpected = nonnull
         else:
-            unexpected = plan.add(f"count_if({scope}({bad}))")
+            unexpected = plan.add(f"count_if({scope}({bad}))", RowAggregate("count", f"{scope}({bad})"))
         plan.counts[i] = {"element": element, "nonnull": nonnull, "unexpected": unexpected}
         plan.unexpected[i] = (f"{scope}({bad})", sample)
     return plan
@@ -729,6 +790,13 @@ class GatePlan:
         from pyspark.sql import functions as F
 
         return [F.expr(sql).alias(alias) for alias, sql in self.aggregates.aggregates]
+
+    def row_columns(self) -> dict[str, Any]:
+        """The row-level columns of :meth:`AggregatePlan.row_columns`, over :attr:`view`; the rows they bring to
+        the driver give the same aggregates with :meth:`AggregatePlan.reduce` as :meth:`columns` in Spark."""
+        from pyspark.sql import functions as F
+
+        return {name: F.expr(sql).alias(name) for name, sql in self.aggregates.row_columns().items()}
 
     def compute(self) -> dict[str, Any]:
         """The aggregates over the batch, on their own (one Spark action)."""

@@ -187,11 +187,13 @@ class DistributeJob:
 
     # --- one batch ------------------------------------------------------------------------------------------
 
-    def write_batch(self, batch: DataFrame, batch_id: int, gated: bool = False) -> None:
+    def write_batch(self, batch: DataFrame, batch_id: int, gated: bool = False, table: pa.Table | None = None) -> None:
         """Distribute one micro-batch exactly once (see the module docstring).
 
         ``gated``: the caller has applied the quality gate already (the real-time pipeline distributes a batch
         it has just enriched, only when its verdict passed), so the verdict table is not read again.
+        ``table``: the batch's :meth:`read_columns` (and maybe more), already on the driver (the pipeline brings
+        them there with the enrichment's figures).
         """
         t0 = time.monotonic()
         spark = batch.sparkSession
@@ -202,7 +204,8 @@ class DistributeJob:
             return
         rows = batch if gated else distributable_rows(spark, self.settings, batch).persist()
         try:
-            table = self._read(rows)
+            if table is None:
+                table = self._read(rows)
             t_read = time.monotonic()
             if table.num_rows == 0:
                 return
@@ -233,20 +236,29 @@ class DistributeJob:
             time.monotonic() - t_sent,
         )
 
-    def warm_up(self, rows: DataFrame) -> None:
-        """Run the filters over ``rows`` and encode what they select, sending and recording nothing: the real-time
-        pipeline does it on its warm-up alerts, so that its first batch does not compile these paths."""
-        table = self._read(rows)
+    def warm_up(self, rows: DataFrame, table: pa.Table | None = None) -> None:
+        """Run the filters over ``rows`` (``table``: their :meth:`read_columns`, if already on the driver) and
+        encode what they select, sending and recording nothing: the real-time pipeline does it on its warm-up
+        alerts, so that its first batch does not compile these paths."""
+        if table is None:
+            table = self._read(rows)
         if table.num_rows:
             self._select_and_encode(rows, table)
 
-    def _read(self, rows: DataFrame) -> pa.Table:
-        """What the filters read (and gold.filter_hits records) of ``rows``, on the driver; the alerts themselves
-        are encoded by Spark, and only those some filter selected."""
+    def read_columns(self, rows: DataFrame) -> dict[str, Any]:
+        """What the filters read (and gold.filter_hits records) of ``rows``, by name: the silver columns of
+        :data:`HIT_COLUMNS`, those the Python filters read, and the SQL filters' flags (computed by Spark)."""
+        from pyspark.sql import functions as F
+
         from alertlake.filters import sql_flag_columns
 
-        light = [c for c in rows.columns if c in HIT_COLUMNS or c in self._filter_columns()]
-        return rows.select(*light, *sql_flag_columns(self.filters)).toArrow()
+        light = {c: F.col(c) for c in rows.columns if c in HIT_COLUMNS or c in self._filter_columns()}
+        return light | {f.flag_column: sql_flag_columns([f])[0] for f in self.filters if f.sql is not None}
+
+    def _read(self, rows: DataFrame) -> pa.Table:
+        """:meth:`read_columns` of ``rows``, on the driver; the alerts themselves are encoded by Spark, and only
+        those some filter selected."""
+        return rows.select(*self.read_columns(rows).values()).toArrow()
 
     def _select_and_encode(self, rows: DataFrame, table: pa.Table) -> tuple[dict[str, Any], bytes, dict[int, bytes]]:
         """Each filter's selection mask over ``table``, the stream key and the selected alerts' Avro values."""

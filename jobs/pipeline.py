@@ -8,7 +8,9 @@ other, in one Spark application:
 1. the survey topic's micro-batch is decoded and classified exactly as :class:`jobs.ingest.IngestJob` does
    (new, bad, duplicate, or already in the lake);
 2. the batch's accepted alerts, still cached, are enriched by :class:`jobs.enrich.EnrichJob` (quality cuts,
-   science modules, provenance) and gated by the data-quality checks;
+   science modules, provenance) and gated by the data-quality checks. One query takes to the driver what the
+   filters read of the batch, with the row-level columns of the batch figures and of the checks, which pyarrow
+   reduces there (:meth:`jobs.enrich.BatchFigures.read`): no aggregation job of their own;
 3. if the gate passed, the same silver rows, still cached, go to the filters and their Kafka topics through
    :class:`jobs.distribute.DistributeJob` (``gold.filter_hits``, exactly once). A held batch is not sent;
    ``alertlake replay filter`` sends it once released;
@@ -67,6 +69,7 @@ from jobs import objects as objects_job
 from jobs.lander import BronzeLander
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
@@ -107,15 +110,17 @@ class PipelineJob:
     def _write_batch(self, decoded: DataFrame, batch_id: int) -> None:
         t0 = time.monotonic()
 
-        def distribute_rows(rows: DataFrame, verdict: Verdict | None) -> None:
+        def distribute_rows(rows: DataFrame, verdict: Verdict | None, table: pa.Table) -> None:
             if verdict is not None and verdict.status != PASSED:
                 self.held.append(verdict.batch_key)
                 log.error("%s batch %d held by the quality gate: not distributed", self.ingest.app_id, batch_id)
                 return
-            self.distribute.write_batch(rows, batch_id, gated=True)
+            self.distribute.write_batch(rows, batch_id, gated=True, table=table)
+
+        downstream = enrich.Downstream(reads=self.distribute.read_columns, run=distribute_rows)
 
         def enrich_rows(accepted: DataFrame, all_new: bool) -> None:
-            self.enrich.write_batch(accepted, batch_id, downstream=distribute_rows, known_new=all_new)
+            self.enrich.write_batch(accepted, batch_id, downstream=downstream, known_new=all_new)
 
         self.ingest.write_batch(decoded, batch_id, downstream=enrich_rows)
         log.info("%s batch %d: through the pipeline in %.1f s", self.ingest.app_id, batch_id, time.monotonic() - t0)
@@ -138,12 +143,13 @@ def warm_up_stages(
         rows = enrich.silver_rows(accepted, enrichment.refs, "warm-up").persist()
         try:
             plan = quality.gate_plan(enrich.SILVER, rows)
-            figures = enrich.BatchFigures.of(rows, enrichment.refs, plan)
+            table = enrich.BatchFigures.read(rows, enrichment.refs, plan, distribution.read_columns(rows))
+            figures = enrich.BatchFigures.from_table(table, enrichment.refs, plan)
             try:
                 quality.verdict_status(
                     quality.evaluate(plan.checks, plan.column_types, plan.aggregates, figures.gate_stats)
                 )
-                distribution.warm_up(rows)
+                distribution.warm_up(rows, table)
                 if scratch is not None:
                     enrichment.warm_up_write(rows, figures, f"{scratch}/silver")
             except Exception:  # warming up is an optimisation: never a reason not to start
