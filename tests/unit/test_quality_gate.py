@@ -184,3 +184,46 @@ def test_gx_result_json_reads_back_as_gx_own_result(tmp_path: Any) -> None:
     assert loaded.to_json_dict() == expected.to_json_dict()
     assert json.loads(path.read_text())["success"] is expected.success
     ValidationResultsPageRenderer().render(loaded)  # Data Docs can render it
+
+
+def test_row_level_forms_reduce_to_the_aggregates() -> None:
+    """The pipeline's way (row-level columns on the driver, reduced by pyarrow): flags as Spark would compute
+    them for three rows, one a duplicate key with an out-of-range ra and a band outside the set."""
+    import pyarrow as pa
+
+    plan = quality.aggregations(checks(RA, BAND, UNIQUE), ["ra", "band", "survey", "alert_id", "night"])
+    columns = plan.row_columns()
+    assert {"night", "survey", "alert_id"} <= set(columns)
+    assert columns[f"gate_{plan.counts[1]['element']}"] == "coalesce(((survey = 'ztf')), FALSE)"
+    flags = {
+        plan.counts[0]["nonnull"]: [True, True, False],
+        plan.counts[0]["unexpected"]: [False, True, False],
+        plan.counts[1]["element"]: [True, True, False],
+        plan.counts[1]["nonnull"]: [True, True, False],
+        plan.counts[1]["unexpected"]: [False, True, False],
+        plan.counts[2]["nonnull"]: [True, True, True],
+    }
+    distinct = plan.counts[2]["unexpected"].split("-")[1]
+    flags[distinct] = [True, True, True]
+    table = pa.table(
+        {
+            "survey": ["ztf", "ztf", "lsst"],
+            "alert_id": [1, 1, 1],
+            "night": ["2026-01-01", "2026-01-02", None],
+            **{f"gate_{alias}": values for alias, values in flags.items()},
+        }
+    )
+    assert set(columns) == set(table.column_names)
+    stats = plan.reduce(table)
+    assert stats["m0"] == 3 and stats[distinct] == 2
+    assert plan.nights is not None and (stats[plan.nights[0]], stats[plan.nights[1]]) == ("2026-01-01", "2026-01-02")
+    results = quality.evaluate(
+        checks(RA, BAND, UNIQUE),
+        {"ra": "DoubleType", "band": "StringType", "survey": "StringType", "alert_id": "LongType"},
+        plan,
+        stats,
+    )
+    assert [(r.success, r.unexpected_count) for r in results] == [(False, 1), (False, 1), (False, 1)]
+    # An empty batch: zero counts, no nights, as Spark's aggregation gives.
+    empty = plan.reduce(table.slice(0, 0))
+    assert empty["m0"] == 0 and empty[distinct] == 0 and empty[plan.nights[0]] is None
