@@ -437,31 +437,25 @@ class BatchFigures:
         return columns
 
     @classmethod
-    def read(
-        cls,
-        rows: DataFrame,
-        refs: Sequence[ModuleRef],
-        gate: quality.GatePlan | None = None,
-        also: Mapping[str, Any] | None = None,
-    ) -> pa.Table:
-        """Bring to the driver, in one Spark action, the columns :meth:`from_table` computes the figures (and the
-        gate's aggregates) from, and ``also`` (``{name: column}`` of ``rows``: what the caller reads next).
+    def driver_columns(
+        cls, refs: Sequence[ModuleRef], gate: quality.GatePlan | None = None, also: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        """The columns :meth:`from_table` computes the figures (and ``gate``'s aggregates) from, and ``also``
+        (``{name: column}``: what the caller reads of the batch next). Unresolved: one list serves every batch
+        of the same columns."""
+        return list(
+            {**cls.row_columns(refs), **(gate.row_columns() if gate is not None else {}), **(also or {})}.values()
+        )
+
+    @staticmethod
+    def read(rows: DataFrame, gate: quality.GatePlan | None, columns: Sequence[Any]) -> pa.Table:
+        """Bring :meth:`driver_columns` of ``rows`` (over ``gate``'s view) to the driver, in one Spark action.
 
         The real-time pipeline takes its filters' columns to the driver anyway: with them, the figures and the
         gate need no aggregation of their own (:meth:`of`: a Spark job with a shuffle, 0.3-0.9 s a batch on
         this machine whatever its size).
         """
-        columns = cls.driver_columns(refs, gate, also)
         return (gate.view if gate is not None else rows).select(*columns).toArrow()
-
-    @classmethod
-    def driver_columns(
-        cls, refs: Sequence[ModuleRef], gate: quality.GatePlan | None = None, also: Mapping[str, Any] | None = None
-    ) -> list[Any]:
-        """The columns :meth:`read` selects (unresolved: one list serves every batch of the same columns)."""
-        return list(
-            {**cls.row_columns(refs), **(gate.row_columns() if gate is not None else {}), **(also or {})}.values()
-        )
 
     @classmethod
     def from_table(
@@ -641,12 +635,11 @@ class EnrichJob:
     def _driver_table(self, rows: DataFrame, plan: quality.GatePlan | None, downstream: Downstream) -> pa.Table:
         """:meth:`BatchFigures.read` of ``rows`` with what ``downstream`` reads. The columns are built once for
         rows of the same columns (some 120 expressions, 0.1 s of py4j calls a batch) and reused."""
-        view = plan.view if plan is not None else rows
-        key = (tuple(view.columns), plan is not None, downstream.reads)
+        key = (tuple(rows.columns), plan is not None, downstream.reads)
         columns = self._driver_columns.get(key)
         if columns is None:
             columns = self._driver_columns[key] = BatchFigures.driver_columns(self.refs, plan, downstream.reads(rows))
-        return view.select(*columns).toArrow()
+        return BatchFigures.read(rows, plan, columns)
 
     @staticmethod
     def _not_in(rows: DataFrame, figures: BatchFigures, uri: str) -> DataFrame:

@@ -143,7 +143,8 @@ def warm_up_stages(
         rows = enrich.silver_rows(accepted, enrichment.refs, "warm-up").persist()
         try:
             plan = quality.gate_plan(enrich.SILVER, rows)
-            table = enrich.BatchFigures.read(rows, enrichment.refs, plan, distribution.read_columns(rows))
+            columns = enrich.BatchFigures.driver_columns(enrichment.refs, plan, distribution.read_columns(rows))
+            table = enrich.BatchFigures.read(rows, plan, columns)
             figures = enrich.BatchFigures.from_table(table, enrichment.refs, plan)
             try:
                 quality.verdict_status(
