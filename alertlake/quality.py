@@ -287,19 +287,31 @@ class AggregatePlan:
 
     def row_columns(self) -> dict[str, str]:
         """The row-level columns from which :meth:`reduce` computes every aggregate on the driver, as
-        ``{name: Spark SQL}``: one boolean ``gate_<alias>`` per condition, and the value columns themselves.
+        ``{name: Spark SQL}``: one boolean ``gate_c<k>`` per distinct condition, and the value columns themselves.
 
         The real-time pipeline brings these to the driver with the columns its filters read, in the one query
         that takes the batch there: the gate and the batch figures then cost no aggregation (a Spark job with a
         shuffle) of their own.
         """
-        out: dict[str, str] = {}
-        for alias, agg in self.rowwise.items():
-            if agg.condition is not None:
-                out[f"gate_{alias}"] = f"coalesce(({agg.condition}), FALSE)"
+        out = {name: f"coalesce(({condition}), FALSE)" for condition, name in self._flags().items()}
+        for agg in self.rowwise.values():
             for column in agg.columns:
                 out[column] = sql_identifier(column)
         return out
+
+    def flag(self, alias: str) -> str | None:
+        """The name of the boolean column of aggregate ``alias``'s condition (None: it has none)."""
+        condition = self.rowwise[alias].condition
+        return None if condition is None else self._flags()[condition]
+
+    def _flags(self) -> dict[str, str]:
+        """The name of each distinct condition's boolean column (a uniqueness check's non-null count and its
+        distinct count share one)."""
+        flags: dict[str, str] = {}
+        for agg in self.rowwise.values():
+            if agg.condition is not None and agg.condition not in flags:
+                flags[agg.condition] = f"gate_c{len(flags)}"
+        return flags
 
     def reduce(self, table: pa.Table) -> dict[str, Any]:
         """Every aggregate, computed with pyarrow from ``table`` (holding :meth:`row_columns`): the same values
@@ -307,8 +319,9 @@ class AggregatePlan:
         import pyarrow.compute as pc
 
         stats: dict[str, Any] = {}
+        flags = self._flags()
         for alias, agg in self.rowwise.items():
-            flag = table.column(f"gate_{alias}") if agg.condition is not None else None
+            flag = table.column(flags[agg.condition]) if agg.condition is not None else None
             if agg.kind == "count":
                 stats[alias] = table.num_rows if flag is None else int(pc.sum(flag).as_py() or 0)
             elif agg.kind in ("min", "max"):

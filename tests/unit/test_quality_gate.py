@@ -194,7 +194,15 @@ def test_row_level_forms_reduce_to_the_aggregates() -> None:
     plan = quality.aggregations(checks(RA, BAND, UNIQUE), ["ra", "band", "survey", "alert_id", "night"])
     columns = plan.row_columns()
     assert {"night", "survey", "alert_id"} <= set(columns)
-    assert columns[f"gate_{plan.counts[1]['element']}"] == "coalesce(((survey = 'ztf')), FALSE)"
+    band_scope = plan.flag(plan.counts[1]["element"])
+    assert band_scope is not None and columns[band_scope] == "coalesce(((survey = 'ztf')), FALSE)"
+    # The uniqueness check counts its non-null keys and their distinct values where one condition holds: one
+    # column for both.
+    distinct = plan.counts[2]["unexpected"].split("-")[1]
+    assert plan.flag(plan.counts[2]["nonnull"]) == plan.flag(distinct)
+    assert len([c for c in columns if c.startswith("gate_")]) == len(
+        {a.condition for a in plan.rowwise.values()} - {None}
+    )
     flags = {
         plan.counts[0]["nonnull"]: [True, True, False],
         plan.counts[0]["unexpected"]: [False, True, False],
@@ -203,14 +211,12 @@ def test_row_level_forms_reduce_to_the_aggregates() -> None:
         plan.counts[1]["unexpected"]: [False, True, False],
         plan.counts[2]["nonnull"]: [True, True, True],
     }
-    distinct = plan.counts[2]["unexpected"].split("-")[1]
-    flags[distinct] = [True, True, True]
     table = pa.table(
         {
             "survey": ["ztf", "ztf", "lsst"],
             "alert_id": [1, 1, 1],
             "night": ["2026-01-01", "2026-01-02", None],
-            **{f"gate_{alias}": values for alias, values in flags.items()},
+            **{str(plan.flag(alias)): values for alias, values in flags.items()},
         }
     )
     assert set(columns) == set(table.column_names)
