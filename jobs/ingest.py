@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -194,17 +194,19 @@ DECODED_STRUCT = pa.struct([DECODED.field(name) for name in DECODED_FIELDS])
 
 
 def decoder(
-    survey_name: str, max_bytes: int | None
+    survey_name: str, max_bytes: int | None, with_bytes: bool = True
 ) -> Callable[[pa.Array, pa.Array, pa.Array, pa.Array], pa.StructArray]:
     """The Arrow UDF's function: Kafka values (and their coordinates, for error messages) in, one
-    :data:`DECODED_STRUCT` per message out. Never raises: a bad message gets its reason and error."""
+    :data:`DECODED_STRUCT` per message out. Never raises: a bad message gets its reason and error. Without
+    ``with_bytes``, the Avro body is not looked for (``body``, ``body_offset`` and ``body_length`` are null)."""
 
     def decode(value: pa.Array, topic: pa.Array, partition: pa.Array, offset: pa.Array) -> pa.StructArray:
         survey = get_survey(survey_name)
         out: dict[str, list[Any]] = {name: [] for name in DECODED_FIELDS}
         columns = (value.to_pylist(), topic.to_pylist(), partition.to_pylist(), offset.to_pylist())
         for raw, t, p, o in zip(*columns, strict=True):
-            fields = _decode_one(survey, raw or b"", MessageContext(topic=t, partition=p, offset=o), max_bytes)
+            context = MessageContext(topic=t, partition=p, offset=o)
+            fields = _decode_one(survey, raw or b"", context, max_bytes, with_bytes)
             for key in DECODED_FIELDS:
                 out[key].append(fields.get(key))
         arrays = [pa.array(out[f.name], type=f.type) for f in DECODED_STRUCT]
@@ -213,13 +215,41 @@ def decoder(
     return decode
 
 
-def decode_messages(kafka: DataFrame, survey_name: str, max_bytes: int | None) -> DataFrame:
-    """Spark's Kafka rows -> :data:`DECODED` rows. Only the values cross to Python (a scalar Arrow UDF); the
-    raw bytes stay in the JVM for the bronze body and the quarantine, instead of a round trip."""
+def rows_decoder(
+    survey_name: str, max_bytes: int | None
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The function of :func:`decode_messages` without bytes (``mapInArrow``): Spark's Kafka columns in,
+    :data:`DECODED` rows out, with ``raw``, ``body``, ``body_offset`` and ``body_length`` null."""
+    decode = decoder(survey_name, max_bytes, with_bytes=False)
+    timestamp = DECODED.field("kafka_timestamp").type
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            topic, partition, offset = batch.column("topic"), batch.column("partition"), batch.column("offset")
+            decoded = decode(batch.column("value"), topic, partition, offset)
+            raw = pa.nulls(batch.num_rows, pa.binary())
+            kafka = [topic, partition, offset, batch.column("timestamp").cast(timestamp), raw]
+            yield pa.RecordBatch.from_arrays([*kafka, *decoded.flatten()], schema=DECODED)
+
+    return run
+
+
+def decode_messages(kafka: DataFrame, survey_name: str, max_bytes: int | None, with_bytes: bool = True) -> DataFrame:
+    """Spark's Kafka rows -> :data:`DECODED` rows.
+
+    With ``with_bytes``, only the values cross to Python (a scalar Arrow UDF); the raw bytes stay in the JVM for
+    the bronze body and the quarantine, instead of a round trip. Without (the real-time pipeline with its
+    bronze lander, which reads the messages again from Kafka), ``raw`` and the body are null, and the rows go
+    to Python whole (``mapInArrow``): Spark keeps no copy of each input row, values included, while Python
+    decodes it, as it does for a UDF.
+    """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType
-    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.pandas.types import from_arrow_schema, from_arrow_type
 
+    if not with_bytes:
+        columns = kafka.select("topic", "partition", "offset", "timestamp", "value")
+        return columns.mapInArrow(rows_decoder(survey_name, max_bytes), from_arrow_schema(DECODED))
     # Scalar, said explicitly: from the hints (pa.StructArray out) Spark would infer an aggregate. Spark warns
     # that it prefers hints; the warning is silenced here.
     with warnings.catch_warnings():
@@ -235,14 +265,16 @@ def decode_messages(kafka: DataFrame, survey_name: str, max_bytes: int | None) -
     ).select(*KAFKA_FIELDS, "_decoded.*")
 
 
-def _decode_one(survey: Any, value: bytes, context: MessageContext, max_bytes: int | None) -> dict[str, Any]:
+def _decode_one(
+    survey: Any, value: bytes, context: MessageContext, max_bytes: int | None, with_bytes: bool = True
+) -> dict[str, Any]:
     try:
         alerts = survey.read(value, context, max_bytes)
         if len(alerts) != 1:
             return {"reason": "corrupt_avro", "error": f"{context.describe()}: expected one alert, found {len(alerts)}"}
         alert, row = alerts[0]
-        body = survey.schemaless_body(value, alert.schema_version)
-        span = body_span(value, body)
+        body = survey.schemaless_body(value, alert.schema_version) if with_bytes else None
+        span = body_span(value, body) if body is not None else None
     except BadMessage as exc:
         return {"reason": exc.reason, "error": str(exc.with_context(survey=survey.name, context=context))}
     except Exception as exc:  # noqa: BLE001 - an unforeseen failure must quarantine the message, not kill the stream
@@ -370,7 +402,7 @@ def warm_up(
     copies = max(1, round(alerts / len(samples)))
     slots = max(2, spark.sparkContext.defaultParallelism)  # every task slot's Python worker gets warm
     kafka_like = kafka_like_frame(spark, [s.message for s in samples], copies, "warm-up", slots)
-    decoded = decode_messages(kafka_like, survey_name, max_bytes)
+    decoded = decode_messages(kafka_like, survey_name, max_bytes, with_bytes=bronze)  # as the stream decodes
     versions = sorted({s.version for s in samples})
     good = kept(decoded).where(F.col("reason").isNull())
     rows = to_bronze_rows(good, survey_name, versions, -1)

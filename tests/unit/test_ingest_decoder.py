@@ -15,7 +15,7 @@ import pytest
 
 from alertlake.surveys import get_survey
 from alertlake.surveys.samples import sample_messages
-from jobs.ingest import DECODED_STRUCT, body_span, decoder, offset_ranges, range_options
+from jobs.ingest import DECODED, DECODED_STRUCT, body_span, decoder, offset_ranges, range_options, rows_decoder
 
 
 def decode(survey: str, messages: list[bytes], topic: str = "t") -> list[dict]:
@@ -66,6 +66,35 @@ def test_bad_messages_keep_their_raw_bytes_and_no_body() -> None:
         assert row["reason"] is not None and row["error"]
         assert row["body"] is None and row["body_offset"] is None
     assert [r["raw"] for r in rows] == [b"", b"\x00garbage"]
+
+
+def test_rows_decoder_without_bytes_gives_the_udf_rows_with_no_bytes() -> None:
+    """The real-time pipeline's form (``mapInArrow``, its lander reading the bytes again): Spark's Kafka
+    columns in, :data:`DECODED` rows out, the same fields as the UDF's but no raw bytes and no body."""
+    messages = [s.message for s in sample_messages("ztf", real_only=True)] + [b"\x00garbage"]
+    n = len(messages)
+    stamp = pa.array([1_767_600_000_000_000 + i for i in range(n)], pa.timestamp("us", tz="Etc/UTC"))
+    columns = {
+        "topic": pa.array(["t"] * n),
+        "partition": pa.array([0] * n, pa.int32()),
+        "offset": pa.array(range(n), pa.int64()),
+        "timestamp": stamp,
+        "value": pa.array(messages, pa.binary()),
+    }
+    kafka = pa.RecordBatch.from_pydict(columns)
+    (out,) = list(rows_decoder("ztf", None)(iter([kafka])))
+    assert out.schema == DECODED
+    rows = out.to_pylist()
+    udf = decode("ztf", messages)
+    for i, (row, full) in enumerate(zip(rows, udf, strict=True)):
+        assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == ("t", 0, i)
+        assert row["kafka_timestamp"] == stamp[i].as_py()
+        assert row["raw"] is None and row["body"] is None and row["body_offset"] is None
+        bytes_fields = ("raw", "body", "body_offset", "body_length")
+        assert {k: v for k, v in row.items() if k not in bytes_fields and not k.startswith("kafka_")} == {
+            k: v for k, v in full.items() if k not in bytes_fields
+        }
+    assert rows[-1]["reason"] is not None and all(r["reason"] is None for r in rows[:-1])
 
 
 def test_body_span() -> None:
