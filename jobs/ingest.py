@@ -240,8 +240,8 @@ def decode_messages(kafka: DataFrame, survey_name: str, max_bytes: int | None, w
     With ``with_bytes``, only the values cross to Python (a scalar Arrow UDF); the raw bytes stay in the JVM for
     the bronze body and the quarantine, instead of a round trip. Without (the real-time pipeline with its
     bronze lander, which reads the messages again from Kafka), ``raw`` and the body are null, and the rows go
-    to Python whole (``mapInArrow``): Spark keeps no copy of each input row, values included, while Python
-    decodes it, as it does for a UDF.
+    to Python whole (``mapInArrow``). For a UDF, Spark keeps a copy of each input row (its value included)
+    while Python decodes it; here it keeps none.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import ArrowUDFType
