@@ -210,8 +210,9 @@ def start(
     written = [enrich_job.silver_uri] + ([] if lander else [ingest_job.bronze_uri, ingest_job.quarantine_uri])
     load_delta_states(spark, written)
     reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
-    # With the lander, the batch only marks its messages: their bytes are not needed here.
-    decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes, with_bytes=not lander)
+    # With the lander (``behind`` set), each batch only marks its messages: their bytes are not needed here.
+    with_bytes = ingest_job.behind is None
+    decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes, with_bytes=with_bytes)
     job = PipelineJob(ingest_job, enrich_job, distribute_job, lander=lander)
     log.info("%s: %s -> bronze -> silver -> %s", name, ingest_job.topic, ", ".join(distribute_job.topics()))
     return start_stream(settings, decoded, name, job.write_batch, trigger, interval), job
