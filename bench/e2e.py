@@ -185,6 +185,14 @@ def bronze_lag(lake: Path, send_start: dt.datetime, send_end: dt.datetime) -> di
     }
 
 
+def lander_restarts(log: Path) -> int:
+    """How many times the pipeline started its bronze lander again after it died (from the pipeline's log)."""
+    if not log.exists():
+        return 0
+    with log.open(errors="replace") as lines:
+        return sum("the bronze lander exited with code" in line for line in lines)
+
+
 def service_pids(settings: Settings) -> dict[str, int]:
     """The local services' main processes (``<state_dir>/run/<service>.pid``), by service name."""
     pids = {}
@@ -436,6 +444,8 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any], bronze: str 
         "bronze": {
             **bronze_lag(work / "lake", send_start, send_end),
             "waited_after_filter_streams_s": None if bronze_wait is None else round(bronze_wait, 1),
+            # A lander that died (and was started again by the pipeline) is a fault even when nothing was lost.
+            "lander_restarts": lander_restarts(work / "pipeline.log") if mode == "pipeline" else 0,
         },
         "peak_rss_gib": round(memory.peak / 2**30, 2),
         "peak_rss_sum_gib": round(memory.peak_rss_sum / 2**30, 2),
@@ -575,7 +585,7 @@ def main() -> int:
         print(
             f"{mode}: bronze behind the survey p50/p95/max {bronze.get('p50_lag_s')}/{bronze.get('p95_lag_s')}/"
             f"{bronze.get('max_lag_s')} s; last alert of the run in bronze {bronze.get('last_after_sending_s')} s "
-            "after sending ended"
+            f"after sending ended; lander restarts {bronze.get('lander_restarts')}"
         )
     for mode in modes:
         r = runs[mode]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 
 from bench import e2e
 
@@ -12,6 +13,18 @@ def test_busy_and_stolen_shares_of_the_ticks_between_two_snapshots() -> None:
     # (busy, idle, stolen) ticks since boot: 300 busy, 100 idle and 100 stolen in between.
     assert e2e.busy_fractions((1_000, 5_000, 10), (1_300, 5_100, 110)) == {"busy": 0.6, "stolen": 0.2}
     assert e2e.busy_fractions((1, 2, 3), (1, 2, 3)) == {}  # no tick in between: no figure rather than 0/0
+
+
+def test_lander_restarts_are_counted_from_the_pipeline_log(tmp_path: Path) -> None:
+    log = tmp_path / "pipeline.log"
+    assert e2e.lander_restarts(log) == 0  # no log: no restart
+    log.write_text(
+        "INFO alertlake.lander: bronze lander: 10 batches (35320 messages) waiting\n"
+        "ERROR alertlake.lander: the bronze lander exited with code -6; starting it again (its batches stay marked)\n"
+        "INFO alertlake.lander: bronze lander of ztf=pipeline_ztf: nice 19, pid 7501\n"
+        "ERROR alertlake.lander: the bronze lander exited with code 1; starting it again (its batches stay marked)\n"
+    )
+    assert e2e.lander_restarts(log) == 2
 
 
 def test_a_busy_loop_shows_in_the_machine_ticks() -> None:
