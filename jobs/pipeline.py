@@ -160,6 +160,11 @@ def warm_up_stages(
                 )
         finally:
             rows.unpersist()
+        try:
+            rounds, workers = enrich.load_on_every_worker(accepted.sparkSession, enrichment.refs)
+            log.info("modules loaded on every Python worker: %d seen in %d rounds", workers, rounds)
+        except Exception:  # warming up is an optimisation: never a reason not to start
+            log.warning("warm-up could not load the modules on every Python worker", exc_info=True)
 
     return run
 

@@ -196,3 +196,13 @@ def test_mlflow_unreachable_fails_fast_naming_the_url(lake: Settings) -> None:
     down = lake.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:9"})
     with pytest.raises(registry.MlflowUnreachable, match=r"http://127\.0\.0\.1:9"):
         enrich.run(down, surveys=["ztf"])
+
+
+def test_every_python_worker_holds_the_modules_after_loading_them_everywhere(
+    spark: SparkSession, lake: Settings, champions: dict[str, int]
+) -> None:
+    refs = enrich.resolve_modules(lake, fault_drill=["supernova"])
+    first_rounds, first_workers = enrich.load_on_every_worker(spark, refs, max_rounds=8)
+    assert first_rounds < 8 and first_workers >= 2  # two task slots: at least two workers
+    # A second pass meets only workers that had every module already, so it stops after one round.
+    assert enrich.load_on_every_worker(spark, refs)[0] == 1
