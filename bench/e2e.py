@@ -190,7 +190,8 @@ def lander_restarts(log: Path) -> int:
     if not log.exists():
         return 0
     with log.open(errors="replace") as lines:
-        return sum("the bronze lander exited with code" in line for line in lines)
+        # Not its last failure ("... N times in a row"), after which the pipeline stops instead.
+        return sum("the bronze lander exited with code" in line and "starting it again" in line for line in lines)
 
 
 def service_pids(settings: Settings) -> dict[str, int]:

@@ -160,11 +160,6 @@ def warm_up_stages(
                 )
         finally:
             rows.unpersist()
-        try:
-            rounds, workers = enrich.load_on_every_worker(accepted.sparkSession, enrichment.refs)
-            log.info("modules loaded on every Python worker: %d seen in %d rounds", workers, rounds)
-        except Exception:  # warming up is an optimisation: never a reason not to start
-            log.warning("warm-up could not load the modules on every Python worker", exc_info=True)
 
     return run
 
@@ -211,6 +206,12 @@ def start(
         downstream=warm_up_stages(enrich_job, distribute_job),
         bronze=not lander,
     )
+    if settings.ingest_warm_up_alerts > 0:  # once, after the warm-up's rounds: the pool holds all its workers now
+        try:
+            rounds, workers = enrich.load_on_every_worker(spark, refs)
+            log.info("modules loaded on every Python worker: %d seen in %d rounds", workers, rounds)
+        except Exception:  # warming up is an optimisation: never a reason not to start
+            log.warning("warm-up could not load the modules on every Python worker", exc_info=True)
     # The tables each micro-batch commits to with Spark: their state now, not in the first batch.
     written = [enrich_job.silver_uri] + ([] if lander else [ingest_job.bronze_uri, ingest_job.quarantine_uri])
     load_delta_states(spark, written)
