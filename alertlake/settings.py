@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     spark_arrow_batch_rows: int = 10_000
     # Sample alerts an ingestion job runs through its batch path (into a temporary Delta table, see
     # jobs.ingest.warm_up) before its stream starts, so the first real micro-batches do not pay JIT
-    # compilation; 0 turns the warm-up off.
+    # compilation; the real-time pipeline sends as many copies to a warm-up topic and runs its own query over
+    # them (jobs.pipeline.rehearse). 0 turns the warm-up off.
     ingest_warm_up_alerts: int = 2000
 
     # The lake: a local folder or an object-store URI such as s3a://bucket/alertlake.

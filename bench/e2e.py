@@ -219,7 +219,7 @@ def start(args: list[str], env: dict[str, str], log: Path, nice: int = 0) -> sub
 
 
 #: What ``alertlake.spark.start_stream`` logs once a job's streaming query has started (its warm-up done).
-STARTED = re.compile(rb"alertlake\.spark: streaming query \S+ started")
+STARTED = re.compile(rb"alertlake\.spark: streaming query \S+ started \(continuous\)")
 
 
 def wait_until_started(jobs: dict[str, subprocess.Popen[bytes]], work: Path, timeout: float) -> bool:

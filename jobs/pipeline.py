@@ -39,6 +39,10 @@ A batch committed to the checkpoint but not yet appended by the lander when the 
 next run appends it, reading its messages again from Kafka, before its stream and its lander start
 (:meth:`jobs.ingest.IngestJob.recover`; :mod:`jobs.lander` says how the two never append the same batch).
 
+Before its stream starts, the pipeline warms up by running its own query over copies of the survey's sample
+alerts, sent to a warm-up topic, into a scratch lake that it then removes (:func:`rehearse`): the first real
+micro-batches then run compiled code.
+
 The pipeline writes and distributes the alerts it reads; it replaces, and must not run beside, the three
 streaming jobs for the same surveys (their checkpoints would not know what it did). Bounded catch-up, replays
 and recomputations stay with the separate jobs.
@@ -95,6 +99,8 @@ class PipelineJob:
     held: list[str] = field(default_factory=list)  # enrichment batch keys the gate held (not distributed)
     #: Told when every micro-batch begins and ends: the bronze lander yields while the pipeline is busy.
     lander: BronzeLander | None = None
+    #: The warm-up's run (:func:`rehearse`): the filters select and encode, nothing is sent or recorded.
+    rehearsal: bool = False
 
     def write_batch(self, decoded: DataFrame, batch_id: int) -> None:
         """Ingest, enrich and distribute one micro-batch (each stage exactly once, keyed by ``batch_id``)."""
@@ -111,6 +117,9 @@ class PipelineJob:
         t0 = time.monotonic()
 
         def distribute_rows(rows: DataFrame, verdict: Verdict | None, table: pa.Table) -> None:
+            if self.rehearsal:
+                self.distribute.warm_up(rows, table)
+                return
             if verdict is not None and verdict.status != PASSED:
                 self.held.append(verdict.batch_key)
                 log.error("%s batch %d held by the quality gate: not distributed", self.ingest.app_id, batch_id)
@@ -129,7 +138,10 @@ class PipelineJob:
 def warm_up_stages(
     enrichment: enrich.EnrichJob, distribution: distribute.DistributeJob
 ) -> Callable[[DataFrame, str | None], None]:
-    """What the pipeline adds to the ingestion warm-up, on the sample alerts: enrichment, so every Python worker
+    """The in-memory warm-up's later stages, used when the warm-up through the stream's own query
+    (:func:`rehearse`) cannot run (no warm-up topic can be made, say).
+
+    What the pipeline adds to the ingestion warm-up, on the sample alerts: enrichment, so every Python worker
     has loaded the module versions before the first real batch (9.7 s of enrichment for the first 1,310 alerts of
     a cold run, against 2.3 s for 20,000 once warm), then the quality gate's aggregates and checks (nothing
     recorded) and the filters with the Avro encoding of what they select (nothing sent). With these two, the first
@@ -162,6 +174,104 @@ def warm_up_stages(
             rows.unpersist()
 
     return run
+
+
+#: How long a warm-up topic keeps its messages: each start sends its own and reads only those.
+WARM_UP_RETENTION_MS = 3_600_000
+
+
+def warm_up_topic(settings: Settings, survey: str) -> str:
+    """The topic ``survey``'s pipeline sends its warm-up alerts to (internal: no stream user is granted it)."""
+    from alertlake.kafka import survey_topic
+
+    return f"{survey_topic(settings, survey)}.warm-up"
+
+
+def scratch_settings(settings: Settings, survey: str) -> Settings:
+    """``settings`` with the lake moved to the warm-up's scratch folder (inside the lake, so that it works on an
+    object store as well) and nothing registered in Trino."""
+    return settings.model_copy(
+        update={"lake_root": f"{settings.lake_uri}/_warm_up/{app_id(survey)}", "trino_register": False}
+    )
+
+
+def _delete_tree(spark: SparkSession, uri: str) -> None:
+    """Remove folder ``uri`` and everything in it, through Hadoop's file system (local or object store)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if fs.exists(path):
+        fs.delete(path, True)
+
+
+def rehearse(
+    spark: SparkSession,
+    settings: Settings,
+    survey: str,
+    refs: list[enrich.ModuleRef],
+    filters: Any,
+    marks_only: bool,
+    alerts: int,
+    rounds: int = 2,
+) -> int:
+    """Warm the pipeline up by running its own streaming query, over copies of the survey's sample alerts, before
+    the real one starts; return how many alerts went through (0: skipped).
+
+    The copies (unique ids, no stamps) are sent to :func:`warm_up_topic`, and a bounded query of the same code as
+    the real one (Kafka source, decoder, :class:`PipelineJob`) reads them in ``rounds`` micro-batches into a
+    scratch lake (:func:`scratch_settings`, removed after). Its filters select and encode, nothing is sent.
+    ``marks_only``: the batches are marked for a bronze lander, as the real query's are with one (no lander
+    reads the scratch markers); otherwise each appends bronze itself.
+
+    The warm-up that builds its batch from the sample messages in memory (:func:`jobs.ingest.warm_up`) left the
+    first real micro-batch cold: Spark generated 39-48 new classes in it, in every stage, as the stream's plans
+    (a Kafka scan, a cached micro-batch) are not the warm-up's; with the same plans their code is generated here.
+    """
+    import json
+
+    from alertlake.kafka import end_offsets, ensure_topic, partition_count, survey_topic
+    from alertlake.simulate import simulate
+
+    if alerts <= 0:
+        return 0
+    t0 = time.monotonic()
+    name = app_id(survey)
+    topic = warm_up_topic(settings, survey)
+    partitions = partition_count(settings, survey_topic(settings, survey)) or 2  # tasks shaped as the stream's
+    ensure_topic(settings, topic, partitions, config={"retention.ms": str(WARM_UP_RETENTION_MS)})
+    starting = {topic: {str(p): offset for p, offset in end_offsets(settings, topic).items()}}
+    sent = simulate(settings, survey, topic=topic, loops=alerts, limit=alerts, drop_cutouts=True, first_copy=1)
+    scratch = scratch_settings(settings, survey)
+    _delete_tree(spark, scratch.lake_uri)  # what a killed run left
+    try:
+        ingest_job = ingest.IngestJob(scratch, survey, app_id=name, topic=topic)
+        ingest_job.prepare()
+        if marks_only:
+            ingest_job.behind = ingest.BronzeBehind(spark, scratch, name)
+        enrich_job = enrich.EnrichJob(scratch, app_id=name, refs=refs)
+        enrich_job.prepare()
+        job = PipelineJob(
+            ingest_job, enrich_job, distribute.DistributeJob(scratch, filters, app_id=name), rehearsal=True
+        )
+        per_batch = max(1, -(-sent.alerts // max(1, rounds)))
+        reader = ingest.kafka_reader(spark, scratch, topic, per_batch).option("startingOffsets", json.dumps(starting))
+        decoded = ingest.decode_messages(reader.load(), survey, ingest_job.max_bytes, with_bytes=not marks_only)
+        query = start_stream(scratch, decoded, f"{name}_warm_up", job.write_batch, "available-now")
+        query.awaitTermination()
+        if query.exception() is not None:
+            raise RuntimeError(str(query.exception()))
+    finally:
+        _delete_tree(spark, scratch.lake_uri)
+    log.info(
+        "%s warmed up through its own query: %d alerts of %s in %d batches, %.1f s",
+        name,
+        sent.alerts,
+        topic,
+        len(enrich_job.history),
+        time.monotonic() - t0,
+    )
+    return sent.alerts
 
 
 def start(
@@ -198,14 +308,20 @@ def start(
     ingest_job.recover(spark)
     if not lander:
         ingest_job.behind = None  # bronze and quarantine appended by each batch itself
-    ingest.warm_up(
-        spark,
-        survey,
-        ingest_job.max_bytes,
-        settings.ingest_warm_up_alerts,
-        downstream=warm_up_stages(enrich_job, distribute_job),
-        bronze=not lander,
-    )
+    try:
+        rehearse(
+            spark, settings, survey, refs, distribute_job.filters, lander is not None, settings.ingest_warm_up_alerts
+        )
+    except Exception:  # warming up is an optimisation: never a reason not to start
+        log.warning("warm-up through the stream's own query failed; warming up in memory instead", exc_info=True)
+        ingest.warm_up(
+            spark,
+            survey,
+            ingest_job.max_bytes,
+            settings.ingest_warm_up_alerts,
+            downstream=warm_up_stages(enrich_job, distribute_job),
+            bronze=not lander,
+        )
     if settings.ingest_warm_up_alerts > 0:  # once, after the warm-up's rounds: the pool holds all its workers now
         try:
             rounds, workers = enrich.load_on_every_worker(spark, refs)

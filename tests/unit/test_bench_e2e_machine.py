@@ -28,6 +28,16 @@ def test_lander_restarts_are_counted_from_the_pipeline_log(tmp_path: Path) -> No
     assert e2e.lander_restarts(log) == 2  # the last failure is not a restart: the pipeline stops
 
 
+def test_the_load_waits_for_the_real_streaming_queries_not_the_warm_up_query() -> None:
+    # The pipeline's warm-up runs its own query (bounded) before the real one: the load must not start then.
+    warm_up = (
+        b"2026-12-04 21:17:47,570 INFO alertlake.spark: streaming query pipeline_ztf_warm_up started (available-now)"
+    )
+    real = b"2026-12-04 21:18:21,809 INFO alertlake.spark: streaming query pipeline_ztf started (continuous)"
+    assert not e2e.STARTED.search(warm_up)
+    assert e2e.STARTED.search(warm_up + b"\n" + real)
+
+
 def test_a_busy_loop_shows_in_the_machine_ticks() -> None:
     before = e2e.cpu_jiffies()
     end = time.process_time() + 0.3
