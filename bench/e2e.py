@@ -29,6 +29,11 @@ Prints a table and writes ``bench/results/e2e.json`` (alerts_per_s, p50/p95/p99_
 ``alerts_per_s`` is the rate at which alerts sent during the run reached silver (the pipeline's sustained
 throughput): their count over the time from the first send to the last of them enriched, after a drain period;
 the simulator's achieved send rate is reported beside it.
+
+``--competing-load DUTY`` runs one busy loop per core beside everything, each busy ``DUTY`` of the time: the same
+host made slower on purpose, to measure the latency's margin without waiting for a slow hour. What the loops took
+is in the JSON (``competing_load``); ``bench/results/e2e_competing_load.json`` holds such a run
+(``--competing-load 0.4``).
 """
 
 from __future__ import annotations
@@ -482,6 +487,57 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any], bronze: str 
     return result
 
 
+#: A competing process (``--competing-load``): busy ``duty`` of every 50 ms on one thread until terminated.
+BUSY_LOOP = """
+import sys, time
+duty, period = float(sys.argv[1]), 0.05
+while True:
+    start = time.monotonic()
+    while time.monotonic() - start < duty * period:
+        pass
+    time.sleep(max(0.0, period - (time.monotonic() - start)))
+"""
+
+
+class CompetingLoad:
+    """``processes`` busy loops at normal priority, each busy ``duty`` of the time when it gets a core: this host
+    made slower on purpose (other tenants, a slow hour), so that the latency's margin can be measured at will."""
+
+    def __init__(self, processes: int, duty: float) -> None:
+        self.processes, self.duty = processes, duty
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.started = self.seconds = self.cpu_seconds = 0.0
+
+    def __enter__(self) -> CompetingLoad:
+        self.started = time.monotonic()
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(self.duty)]) for _ in range(self.processes)
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_seconds = 0.0
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            _, _, usage = os.wait4(proc.pid, 0)  # its CPU time, as the kernel accounted it
+            proc.returncode = -15
+            self.cpu_seconds += usage.ru_utime + usage.ru_stime
+        self.seconds = time.monotonic() - self.started
+
+    def figures(self) -> dict[str, float]:
+        """What the competing processes took: CPU seconds, wall seconds, and their mean share of the machine's
+        cores."""
+        cores = os.cpu_count() or 1
+        return {
+            "processes": self.processes,
+            "duty": self.duty,
+            "cpu_seconds": round(self.cpu_seconds, 1),
+            "seconds": round(self.seconds, 1),
+            "share_of_machine": round(self.cpu_seconds / max(self.seconds * cores, 1e-9), 3),
+        }
+
+
 def p95_by_minute(sent_at: list[float], latencies: list[float]) -> list[float | None]:
     """p95 latency of the messages whose alert was sent in each minute of the load (None: no message)."""
     if not latencies:
@@ -528,8 +584,33 @@ def main() -> int:
         help="pipeline mode: bronze appended by its lander process (the default) or by each micro-batch; both: "
         "one run each, in turn (the lander's figures at the top level, the other's under inline_bronze, and ratios)",
     )
+    parser.add_argument(
+        "--competing-load",
+        type=float,
+        default=0.0,
+        metavar="DUTY",
+        help="run one busy loop per core beside everything (speed measurement included), each busy DUTY (0-1) of "
+        "the time: a slower machine on purpose; what they took is in the JSON (competing_load)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if not 0.0 <= args.competing_load <= 1.0:
+        parser.error("--competing-load is a duty between 0 and 1")
+    if not args.competing_load:
+        return measure(args)
+    competing = CompetingLoad(os.cpu_count() or 1, args.competing_load)
+    with competing:
+        code = measure(args)
+    print(f"competing load: {competing.figures()}")
+    if code == 0:  # the figures are only known once the loops have stopped
+        result = json.loads(args.output.read_text())
+        result["competing_load"] = competing.figures()
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return code
+
+
+def measure(args: argparse.Namespace) -> int:
+    """Run the benchmark runs ``args`` ask for, print their table and write their JSON; 0 when all ran."""
 
     modes = ["pipeline", "jobs"] if args.mode == "both" else [args.mode]
     from jobs.enrich import ensure_registered

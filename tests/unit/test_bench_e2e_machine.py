@@ -38,6 +38,15 @@ def test_the_load_waits_for_the_real_streaming_queries_not_the_warm_up_query() -
     assert e2e.STARTED.search(warm_up + b"\n" + real)
 
 
+def test_the_competing_load_takes_its_duty_of_a_core_and_says_so() -> None:
+    with e2e.CompetingLoad(1, 0.5) as load:
+        time.sleep(2.0)
+    figures = load.figures()
+    assert figures["processes"] == 1 and figures["seconds"] >= 2.0
+    assert 0.5 <= figures["cpu_seconds"] <= 1.6, figures  # half of 2 s, give or take a busy host and start-up
+    assert all(proc.poll() is not None for proc in load.procs)  # stopped and reaped
+
+
 def test_a_busy_loop_shows_in_the_machine_ticks() -> None:
     before = e2e.cpu_jiffies()
     end = time.process_time() + 0.3
