@@ -521,7 +521,7 @@ class CompetingLoad:
             proc.terminate()
         for proc in self.procs:
             _, _, usage = os.wait4(proc.pid, 0)  # its CPU time, as the kernel accounted it
-            proc.returncode = -15
+            proc.returncode = -15  # reaped here: Popen must not wait for it again
             self.cpu_seconds += usage.ru_utime + usage.ru_stime
         self.seconds = time.monotonic() - self.started
 
