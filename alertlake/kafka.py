@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from alertlake.settings import Settings
@@ -59,6 +59,7 @@ def fetch_values(
     consumer that fetches little ahead: for a few scattered messages, much less than reading their whole offset
     range. ``None`` where the broker holds no such message (an offset out of its range, removed by retention, an
     unknown partition), none came within ``timeout``, or the value is null."""
+    from confluent_kafka import TopicPartition
 
     fetcher = consumer(
         settings,
@@ -147,22 +148,6 @@ STREAM_TOPIC_OPERATIONS = ("READ", "DESCRIBE")
 """What a stream user may do on its granted topic prefixes (no WRITE, CREATE, DELETE, ALTER)."""
 STREAM_GROUP_OPERATIONS = ("READ", "DESCRIBE")
 """What a stream user may do on consumer groups with its granted prefixes (join, commit, describe)."""
-
-
-def partition_count(settings: Settings, topic: str) -> int | None:
-    """How many partitions ``topic`` has (None: no such topic)."""
-    found = admin(settings).list_topics(topic, timeout=10).topics.get(topic)
-    return None if found is None or found.error is not None else len(found.partitions)
-
-
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """The next offset of each partition of ``topic`` (where a message produced now would go)."""
-    reader = consumer(settings, "alertlake-end-offsets")
-    try:
-        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in sorted(partitions)}
-    finally:
-        reader.close()
 
 
 def delete_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:

@@ -234,7 +234,8 @@ def rehearse(
     """
     import json
 
-    from alertlake.kafka import end_offsets, ensure_topic, partition_count, survey_topic
+    from alertlake.kafka import ensure_topic, survey_topic
+    from alertlake.reconcile import kafka_ranges
     from alertlake.simulate import simulate
 
     if alerts <= 0:
@@ -242,9 +243,9 @@ def rehearse(
     t0 = time.monotonic()
     name = app_id(survey)
     topic = warm_up_topic(settings, survey)
-    partitions = partition_count(settings, survey_topic(settings, survey)) or 2  # tasks shaped as the stream's
+    partitions = len(kafka_ranges(settings, survey_topic(settings, survey), None)) or 2  # tasks as the stream's
     ensure_topic(settings, topic, partitions, config={"retention.ms": str(WARM_UP_RETENTION_MS)})
-    starting = {topic: {str(p): offset for p, offset in end_offsets(settings, topic).items()}}
+    starting = {topic: {str(p): end for p, (_, end) in kafka_ranges(settings, topic, None).items()}}
     sent = simulate(settings, survey, topic=topic, loops=alerts, limit=alerts, drop_cutouts=True, first_copy=1)
     scratch = scratch_settings(settings, survey)
     _delete_tree(spark, scratch.lake_uri)  # what a killed run left
