@@ -63,7 +63,7 @@ from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, schema_
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
 from alertlake.lake import append_once, delta_location, ensure_table, read_columns, table_exists, table_uri
 from alertlake.settings import Settings, get_settings, job_settings
-from alertlake.spark import Query, start_stream, supervise
+from alertlake.spark import Projection, Query, ddl_schema, start_stream, supervise
 from jobs import objects
 
 if TYPE_CHECKING:
@@ -145,6 +145,8 @@ class DistributeJob:
     _recorded_batch: int = -1
     _recovered: bool = False
     _already: dict[tuple[str, int], Sent] = field(default_factory=dict)  # sent by a killed run, not recorded
+    #: The encoding projection per schema of the rows (see _encode): sent to the JVM once, not every batch.
+    _encoders: dict[str, Projection] = field(default_factory=dict, repr=False)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @property
@@ -284,12 +286,14 @@ class DistributeJob:
         if not wanted:
             return key, {}
         picked = table.select(["survey", "alert_id"]).take(wanted)
-        keys = rows.sparkSession.createDataFrame(picked.to_pandas(), "survey string, alert_id long")
-        encoded = (
-            rows.join(F.broadcast(keys), ["survey", "alert_id"], "left_semi")
-            .select("survey", "alert_id", to_avro(F.struct(*rows.columns), json.dumps(schema)).alias("value"))
-            .toArrow()
-        )
+        spark = rows.sparkSession
+        keys = spark.createDataFrame(picked.to_pandas(), ddl_schema(spark, "survey string, alert_id long"))
+        writer = json.dumps(schema)
+        if writer not in self._encoders:
+            alert = F.struct(*[F.col(f"`{c}`") for c in rows.columns])
+            self._encoders[writer] = Projection(["survey", "alert_id", to_avro(alert, writer).alias("value")])
+        encoded = self._encoders[writer].select(rows.join(F.broadcast(keys), ["survey", "alert_id"], "left_semi"))
+        encoded = encoded.toArrow()
         by_key = dict(
             zip(
                 zip(encoded.column("survey").to_pylist(), encoded.column("alert_id").to_pylist(), strict=True),
@@ -468,10 +472,16 @@ def _quiet_avro_serializer(spark: SparkSession) -> None:
     """Silence Spark's warning that a non-nullable column is written with a nullable Avro type: the stream
     convention makes every field nullable on purpose, and the warning came 28 times per batch. (Local mode:
     executors share the driver's JVM; a cluster's executors keep their own log settings.)"""
+    if id(spark.sparkContext) in _QUIETED:
+        return
     jvm: Any = spark.sparkContext._jvm
     jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
         "org.apache.spark.sql.avro.AvroSerializer", jvm.org.apache.logging.log4j.Level.ERROR
     )
+    _QUIETED.add(id(spark.sparkContext))
+
+
+_QUIETED: set[int] = set()  # Spark contexts whose Avro serializer warnings are silenced
 
 
 def _arrow_of(df: DataFrame) -> pa.Schema:

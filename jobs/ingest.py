@@ -48,6 +48,7 @@ from alertlake.settings import Settings, get_settings
 from alertlake.spark import (
     WRITE_OPTIONS,
     load_delta_states,
+    projection,
     start_stream,
     supervise,
     with_batch_values,
@@ -302,13 +303,31 @@ def kept(decoded: DataFrame, with_bytes: bool = True) -> DataFrame:
     """
     from pyspark.sql import functions as F
 
-    body = F.coalesce(F.col("body"), F.substring(F.col("raw"), F.col("body_offset") + 1, F.col("body_length")))
-    ok = F.col("reason").isNull()
-    others = [c for c in decoded.columns if c not in ("raw", "body", "body_offset", "body_length")]
-    if not with_bytes:
-        none = F.lit(None).cast("binary")
-        return decoded.select(*others, none.alias("raw"), none.alias("body"))
-    return decoded.select(*others, F.when(~ok, F.col("raw")).alias("raw"), F.when(ok, body).alias("body"))
+    def columns() -> list[Any]:
+        body = F.coalesce(F.col("body"), F.substring(F.col("raw"), F.col("body_offset") + 1, F.col("body_length")))
+        ok = F.col("reason").isNull()
+        if not with_bytes:
+            none = F.lit(None).cast("binary")
+            return [*others, none.alias("raw"), none.alias("body")]
+        return [*others, F.when(~ok, F.col("raw")).alias("raw"), F.when(ok, body).alias("body")]
+
+    others = tuple(c for c in decoded.columns if c not in ("raw", "body", "body_offset", "body_length"))
+    return projection(("kept", others, with_bytes), columns).select(decoded)
+
+
+def _key_columns() -> list[Any]:
+    """What a batch's classification reads of its decoded messages (:meth:`IngestJob.classify`)."""
+    from pyspark.sql import functions as F
+
+    return [
+        *COORDS,
+        "kafka_timestamp",
+        "alert_id",
+        "night",
+        "schema_version",
+        (F.col("reason").isNull()).alias("ok"),
+        F.coalesce(F.length("raw"), F.length("body"), F.lit(0)).alias("size"),
+    ]
 
 
 def with_native(good: DataFrame, survey_name: str, versions: list[str]) -> DataFrame:
@@ -483,19 +502,7 @@ class IngestJob:
         batch = kept(decoded, with_bytes=not marks_only).persist()
         try:
             # The batch's keys (ids, offsets, versions) are small: classify them on the driver in one pass.
-            keys = (
-                batch.select(
-                    *COORDS,
-                    "kafka_timestamp",
-                    "alert_id",
-                    "night",
-                    "schema_version",
-                    (F.col("reason").isNull()).alias("ok"),
-                    F.coalesce(F.length("raw"), F.length("body"), F.lit(0)).alias("size"),
-                )
-                .toArrow()
-                .to_pylist()
-            )
+            keys = projection("batch keys", _key_columns).select(batch).toArrow().to_pylist()
             t_decoded = time.monotonic()
             plan = self.classify(keys)
             t_classified = time.monotonic()
