@@ -692,34 +692,44 @@ def _append(settings: Settings, name: str, table: pa.Table) -> None:
     _register_in_trino(settings, name)
 
 
-def _merge_batch(settings: Settings, row: dict[str, Any], keep_released: bool = True) -> None:
-    """Upsert one row of ``quality.batches`` keyed by (table, batch_key), retrying on a concurrent commit."""
+def _merge_batch(settings: Settings, row: dict[str, Any], keep_released: bool = True) -> dict[str, Any]:
+    """Upsert one row of ``quality.batches`` keyed by (table, batch_key), retrying on a concurrent commit.
+    Returns delta-rs's metrics of the MERGE (empty when the row created the table).
+
+    The key's values are also written into the predicate as literals: delta-rs then skips, by their statistics,
+    the files that cannot hold the key. Without them it read every file of the table for each batch (one file a
+    batch until the daily compaction): 24 ms a merge with 10 rows, 404 ms with 1,000 and 1,159 ms with 2,000, a
+    fixed cost of every real-time micro-batch growing through the night. With them, 125 ms with 2,000 files
+    (all skipped)."""
     from deltalake import DeltaTable, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
+    from alertlake.trino import sql_string
+
     source = pa.Table.from_pylist([row], schema=BATCHES_SCHEMA)
     location = delta_location(settings, BATCHES)
+    key = f"t.`table` = {sql_string(row['table'])} AND t.batch_key = {sql_string(row['batch_key'])}"
     for attempt in range(5):
         try:
             if not DeltaTable.is_deltatable(location):
                 write_deltalake(location, source, mode="append")
                 _register_in_trino(settings, BATCHES)
-                return
+                return {}
             merger = DeltaTable(location).merge(
                 source,
-                predicate="t.`table` = s.`table` AND t.batch_key = s.batch_key",
+                predicate=f"{key} AND t.`table` = s.`table` AND t.batch_key = s.batch_key",
                 source_alias="s",
                 target_alias="t",
             )
             # A release is a person's decision: re-checking a retried batch does not undo it.
             merger = merger.when_matched_update_all(predicate="t.status <> 'released'" if keep_released else None)
-            merger.when_not_matched_insert_all().execute()
-            return
+            metrics: dict[str, Any] = merger.when_not_matched_insert_all().execute()
+            return metrics
         except CommitFailedError:
             if attempt == 4:
                 raise
             log.info("concurrent update of %s, retrying", BATCHES)
-    return
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def read_table(settings: Settings, name: str, columns: list[str] | None = None, where: Any = None) -> pa.Table:

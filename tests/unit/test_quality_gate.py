@@ -233,3 +233,37 @@ def test_row_level_forms_reduce_to_the_aggregates() -> None:
     # An empty batch: zero counts, no nights, as Spark's aggregation gives.
     empty = plan.reduce(table.slice(0, 0))
     assert empty["m0"] == 0 and empty[distinct] == 0 and empty[plan.nights[0]] is None
+
+
+def test_batch_record_reads_only_the_files_that_may_hold_its_key(tmp_path: Any) -> None:
+    """quality.batches gets one file a batch; each upsert must skip the others by their statistics (it read them
+    all, a cost growing through the night), and still update its own row, keeping a person's release."""
+    from deltalake import DeltaTable
+
+    from alertlake.settings import Settings
+
+    settings = Settings(lake_root=str(tmp_path), trino_register=False)
+
+    def row(key: str, status: str) -> dict[str, Any]:
+        return {f.name: None for f in quality.BATCHES_SCHEMA} | {
+            "table": "silver.alerts",
+            "batch_key": key,
+            "status": status,
+        }
+
+    assert quality._merge_batch(settings, row("pipeline_ztf:0", "passed")) == {}
+    for i in range(1, 12):
+        metrics = quality._merge_batch(settings, row(f"pipeline_ztf:{i}", "passed"))
+        assert metrics["num_target_files_scanned"] == 0 and metrics["num_target_rows_inserted"] == 1
+        assert metrics["num_target_files_skipped_during_scan"] == i
+    again = quality._merge_batch(settings, row("pipeline_ztf:5", "failed"))
+    assert again["num_target_files_scanned"] == 1 and again["num_target_rows_updated"] == 1
+    quality._merge_batch(settings, row("pipeline_ztf:7", quality.RELEASED), keep_released=False)
+    kept = quality._merge_batch(settings, row("pipeline_ztf:7", "failed"))
+    assert kept["num_target_rows_updated"] == 0  # a retried check does not undo the release
+    statuses = {
+        r["batch_key"]: r["status"]
+        for r in DeltaTable(str(tmp_path / "quality" / "batches")).to_pyarrow_table().to_pylist()
+    }
+    assert len(statuses) == 12
+    assert statuses["pipeline_ztf:5"] == "failed" and statuses["pipeline_ztf:7"] == quality.RELEASED
