@@ -301,6 +301,24 @@ def clear_unstarted_checkpoint(spark: SparkSession, location: str) -> list[str]:
     return [str(path) for path in files]
 
 
+def replayed_batch(spark: SparkSession, location: str) -> int | None:
+    """The micro-batch a query restarted on checkpoint ``location`` runs again first: the last one whose offsets
+    were logged and whose commit was not (a run stopped in the middle of it). None when there is none: a new
+    checkpoint, or one whose last logged batch was committed, whose next batch has never been attempted.
+    Listed through Hadoop's FileSystem, as :func:`clear_unstarted_checkpoint` does (``s3a://`` as well)."""
+    jvm = spark._jvm
+    assert jvm is not None
+    hadoop_path = jvm.org.apache.hadoop.fs.Path
+    root = hadoop_path(location)
+    fs = root.getFileSystem(spark._jsparkSession.sessionState().newHadoopConf())
+    last: dict[str, int] = {}
+    for log_dir in CHECKPOINT_LOGS:
+        folder = hadoop_path(root, log_dir)
+        names = [status.getPath().getName() for status in fs.listStatus(folder)] if fs.exists(folder) else []
+        last[log_dir] = max((int(n) for n in names if n.isdigit()), default=-1)
+    return last["offsets"] if last["offsets"] > last["commits"] else None
+
+
 def load_delta_states(spark: SparkSession, uris: Sequence[str]) -> None:
     """Have Spark load the log and compute the state of each Delta table at ``uris`` now, before a stream starts.
 

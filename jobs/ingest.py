@@ -648,6 +648,12 @@ class IngestJob:
             batch.unpersist()
             raise
 
+    def first_batch_is_new(self) -> None:
+        """Say that the stream's first batch has never been attempted (its checkpoint has no batch logged and
+        not committed, :func:`alertlake.spark.replayed_batch`): nothing downstream can hold its alerts yet, so
+        silver is not searched for them, as for every later batch."""
+        self._clean = True
+
     def recover(self, spark: SparkSession) -> int:
         """Append to bronze and quarantine the batches a stopped run marked and its lander had not appended yet
         (:class:`BronzeBehind`), before the stream starts: their messages are read again from Kafka, by offset

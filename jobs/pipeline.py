@@ -34,7 +34,8 @@ replays unchanged after a restart. Silver skips alerts already there, distributi
 skips a batch already recorded in ``gold.filter_hits`` and finds in Kafka the messages a killed run sent but did
 not record, and bronze skips messages already in the lake. As silver is written before bronze, a killed attempt
 may leave a batch in silver and not in bronze; Spark replays it as the first batch of the next run, so silver is
-searched for the alerts of a run's first batch (from the second one on, alerts new to bronze are new to silver).
+searched for the alerts of a run's first batch when the checkpoint shows such a batch (logged, not committed);
+otherwise, and from the second batch on, alerts new to bronze are new to silver.
 A batch committed to the checkpoint but not yet appended by the lander when the run stopped stays marked: the
 next run appends it, reading its messages again from Kafka, before its stream and its lander start
 (:meth:`jobs.ingest.IngestJob.recover`; :mod:`jobs.lander` says how the two never append the same batch).
@@ -64,10 +65,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alertlake.filters import FILTERS_DIR, FilterSet, load_filters
-from alertlake.lake import table_uri
+from alertlake.lake import checkpoint_uri, table_uri
 from alertlake.quality import PASSED
 from alertlake.settings import Settings, get_settings, job_settings
-from alertlake.spark import Query, load_delta_states, start_stream, supervise
+from alertlake.spark import Query, load_delta_states, replayed_batch, start_stream, supervise
 from jobs import distribute, enrich, ingest
 from jobs import objects as objects_job
 from jobs.lander import BronzeLander
@@ -340,6 +341,13 @@ def start(
     # The tables each micro-batch commits to with Spark: their state now, not in the first batch.
     written = [enrich_job.silver_uri] + ([] if lander else [ingest_job.bronze_uri, ingest_job.quarantine_uri])
     load_delta_states(spark, written)
+    # A batch of an earlier run, stopped before its commit, is run again first and may be in silver already
+    # (silver is written before the batch commits): only then is silver searched for the first batch's alerts.
+    replay = replayed_batch(spark, checkpoint_uri(settings, name))
+    if replay is None:
+        ingest_job.first_batch_is_new()
+    else:
+        log.info("%s: batch %d of a stopped run is run again: silver is searched for its alerts", name, replay)
     reader = ingest.kafka_reader(spark, settings, ingest_job.topic, max_offsets)
     # With the lander (``behind`` set), each batch only marks its messages: their bytes are not needed here.
     with_bytes = ingest_job.behind is None

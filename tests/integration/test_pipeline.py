@@ -199,6 +199,8 @@ def test_pipeline_end_to_end_and_killed_twice(
     assert proc.returncode == -signal.SIGKILL, out[-3000:]
     assert "killing the pipeline and the lander before bronze, batch 2" in out
     assert "found in Kafka; they will be recorded, not sent again" in out
+    # Its checkpoint had batch 2 logged and not committed: silver was searched for that batch's alerts.
+    assert "pipeline_ztf: batch 2 of a stopped run is run again: silver is searched for its alerts" in out
     # Batch 2, replayed, is now in Kafka, gold.filter_hits and silver, committed, still not in bronze: marked.
     assert 2 in set(table(spark, settings, "gold.filter_hits")["distribute_batch"])
     assert (table(spark, settings, enrich.SILVER)["enrich_batch"] == "pipeline_ztf:2").any()
@@ -224,6 +226,7 @@ def test_pipeline_end_to_end_and_killed_twice(
     assert "pipeline_ztf warmed up through its own query: 250 alerts of " in out, out[-3000:]
     assert not list((Path(settings.lake_root) / "_warm_up").glob("*"))
     assert "batch 2 went through the later stages and was committed" in out  # read again from Kafka
+    assert "is run again" not in out  # batch 2 was committed: this run's first batch is new, silver not searched
     assert "killing the lander after bronze" in out
     assert "the bronze lander exited with code -9; starting it again" in out
     assert re.search(r"-> 0 bronze, 0 quarantine, [1-9]\d* already in the lake", out), out[-3000:]
