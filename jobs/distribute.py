@@ -63,7 +63,7 @@ from alertlake.consume import HEADER_ALERT_ID, HEADER_APP, HEADER_BATCH, schema_
 from alertlake.filters import FILTERS_DIR, SQL_FLAG_PREFIX, FilterSet, check_sql_with_spark, evaluate, load_filters
 from alertlake.lake import append_once, delta_location, ensure_table, read_columns, table_exists, table_uri
 from alertlake.settings import Settings, get_settings, job_settings
-from alertlake.spark import Projection, Query, ddl_schema, start_stream, supervise
+from alertlake.spark import Query, ddl_schema, projection, start_stream, supervise
 from jobs import objects
 
 if TYPE_CHECKING:
@@ -145,8 +145,6 @@ class DistributeJob:
     _recorded_batch: int = -1
     _recovered: bool = False
     _already: dict[tuple[str, int], Sent] = field(default_factory=dict)  # sent by a killed run, not recorded
-    #: The encoding projection per schema of the rows (see _encode): sent to the JVM once, not every batch.
-    _encoders: dict[str, Projection] = field(default_factory=dict, repr=False)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @property
@@ -289,10 +287,16 @@ class DistributeJob:
         spark = rows.sparkSession
         keys = spark.createDataFrame(picked.to_pandas(), ddl_schema(spark, "survey string, alert_id long"))
         writer = json.dumps(schema)
-        if writer not in self._encoders:
-            alert = F.struct(*[F.col(f"`{c}`") for c in rows.columns])
-            self._encoders[writer] = Projection(["survey", "alert_id", to_avro(alert, writer).alias("value")])
-        encoded = self._encoders[writer].select(rows.join(F.broadcast(keys), ["survey", "alert_id"], "left_semi"))
+        # The writer schema is the rows' own (stream_schema): it names their columns, so it keys the encoding.
+        encoding = projection(
+            ("distribute.encode", writer),
+            lambda: [
+                "survey",
+                "alert_id",
+                to_avro(F.struct(*[F.col(f"`{c}`") for c in rows.columns]), writer).alias("value"),
+            ],
+        )
+        encoded = encoding.select(rows.join(F.broadcast(keys), ["survey", "alert_id"], "left_semi"))
         encoded = encoded.toArrow()
         by_key = dict(
             zip(

@@ -510,7 +510,7 @@ class BatchFigures:
         )
 
     @staticmethod
-    def read(rows: DataFrame, gate: quality.GatePlan | None, columns: Sequence[Any] | Projection) -> pa.Table:
+    def read(rows: DataFrame, gate: quality.GatePlan | None, columns: Projection) -> pa.Table:
         """Bring :meth:`driver_columns` of ``rows`` (over ``gate``'s view) to the driver, in one Spark action.
 
         The real-time pipeline takes its filters' columns to the driver anyway: with them, the figures and the
@@ -518,7 +518,7 @@ class BatchFigures:
         this machine whatever its size).
         """
         frame = gate.view if gate is not None else rows
-        return (columns.select(frame) if isinstance(columns, Projection) else frame.select(*columns)).toArrow()
+        return columns.select(frame).toArrow()
 
     @classmethod
     def from_table(

@@ -68,7 +68,7 @@ from alertlake.filters import FILTERS_DIR, FilterSet, load_filters
 from alertlake.lake import checkpoint_uri, table_uri
 from alertlake.quality import PASSED
 from alertlake.settings import Settings, get_settings, job_settings
-from alertlake.spark import Query, load_delta_states, replayed_batch, start_stream, supervise
+from alertlake.spark import Projection, Query, load_delta_states, replayed_batch, start_stream, supervise
 from jobs import distribute, enrich, ingest
 from jobs import objects as objects_job
 from jobs.lander import BronzeLander
@@ -157,7 +157,7 @@ def warm_up_stages(
         try:
             plan = quality.gate_plan(enrich.SILVER, rows)
             columns = enrich.BatchFigures.driver_columns(enrichment.refs, plan, distribution.read_columns(rows))
-            table = enrich.BatchFigures.read(rows, plan, columns)
+            table = enrich.BatchFigures.read(rows, plan, Projection(columns))
             figures = enrich.BatchFigures.from_table(table, enrichment.refs, plan)
             try:
                 quality.verdict_status(

@@ -8,6 +8,7 @@ topics (a unique ``.test-<id>`` suffix), so live streams and other tests are unt
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -248,3 +249,37 @@ def test_pipeline_end_to_end_and_killed_twice(
     silver = table(spark, settings, enrich.SILVER)
     for name, version in champions.items():  # provenance: the champion that ran, in every row
         assert (silver[f"{name}_version"] == version).all(), name
+
+
+def test_the_in_memory_warm_up_runs_every_later_stage_and_sends_nothing(
+    spark: SparkSession, stream: tuple[Settings, str], champions: dict[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warm-up used when the one through the stream's own query cannot run: the sample alerts go through
+    enrichment, the gate's figures, the filters' selection and encoding, and silver's write into the warm-up's
+    temporary folder (a keyed insert from the second round). Its stages log a warning and carry on if they fail,
+    so a regression there would only show as a slower first batch: here no warning may be logged."""
+    from jobs import distribute, ingest, pipeline
+
+    settings, suffix = stream
+    refs = enrich.resolve_modules(settings)
+    enrichment = enrich.EnrichJob(settings, app_id="test-warm-up", refs=refs)
+    enrichment.prepare()
+    silver = spark.read.format("delta").load(table_uri(settings, enrich.SILVER))
+    distribution = distribute.DistributeJob(
+        settings, load_filters(columns=silver.columns), app_id="test-warm-up", topic_suffix=suffix
+    )
+    stages = pipeline.warm_up_stages(enrichment, distribution)
+    written: list[int] = []
+
+    def stages_then_count(accepted: Any, scratch: str | None) -> None:
+        stages(accepted, scratch)
+        assert scratch is not None  # local Spark: the warm-up has a temporary folder
+        written.append(DeltaTable(f"{scratch}/silver").to_pyarrow_table(columns=["alert_id"]).num_rows)
+
+    with caplog.at_level(logging.WARNING):
+        ingest.warm_up(spark, "ztf", None, 200, rounds=2, downstream=stages_then_count, bronze=False)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(written) == 2 and written[0] > 0
+    assert written[1] == written[0]  # the second round's keyed insert found every alert there already
+    assert not distribution.counts and distribution._producer is None  # nothing sent, no producer made
+    assert spark.read.format("delta").load(table_uri(settings, enrich.SILVER)).count() == 0  # the real silver untouched

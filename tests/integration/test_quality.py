@@ -102,6 +102,7 @@ def test_gate_stats_folded_into_the_batch_figures_still_hold_a_failing_batch(
     """The enrichment job's path: batch figures and in-batch checks in one aggregation; the gate only records."""
     from pyspark.sql import functions as F
 
+    from alertlake.spark import Projection
     from jobs.enrich import BatchFigures
     from tests.integration.quality_data import silver_refs
 
@@ -114,14 +115,14 @@ def test_gate_stats_folded_into_the_batch_figures_still_hold_a_failing_batch(
     assert figures.gate_stats == plan.compute()  # the same aggregates as the gate's own action
     # The real-time pipeline's way: row-level columns on the driver, reduced by pyarrow, same figures and stats.
     table = BatchFigures.read(
-        bad, plan, BatchFigures.driver_columns(silver_refs(), plan, {"object_id": F.col("object_id")})
+        bad, plan, Projection(BatchFigures.driver_columns(silver_refs(), plan, {"object_id": F.col("object_id")}))
     )
     assert "object_id" in table.column_names and table.num_rows == figures.rows
     assert BatchFigures.from_table(table, silver_refs(), plan) == figures
     twice = bad.unionByName(bad.orderBy("alert_id").limit(2))  # two alerts twice: uniqueness fails
     twice_plan = quality.gate_plan(quality.SILVER, twice)
     stats = twice_plan.compute()
-    read = BatchFigures.read(twice, twice_plan, BatchFigures.driver_columns(silver_refs(), twice_plan))
+    read = BatchFigures.read(twice, twice_plan, Projection(BatchFigures.driver_columns(silver_refs(), twice_plan)))
     assert twice_plan.aggregates.reduce(read) == stats
     assert any(quality._count(stats, c["unexpected"]) == 2 for c in twice_plan.aggregates.counts.values())
 
