@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # Give each Spark task its SQL conf once (alertlake/spark_plugin.py: Spark 4.2 rebuilds it on every read, and
     # its Avro reader reads it for every field of every nested record). Needs the plugin jar `make install` builds.
     spark_task_conf_cache: bool = True
+    # A local Spark (``local[...]``) reads and writes ``file://`` through AlertLake's LocalFileSystem.java, which
+    # sets permissions and reads link status with java.nio: Hadoop's own class starts a ``chmod`` or ``readlink``
+    # process per file created or renamed (about 28 a real-time micro-batch, 4-5 ms each, on the thread that runs
+    # the stream). Needs the jar `make install` builds.
+    spark_local_fs_without_processes: bool = True
     # Tasks Delta splits its log replay into (``spark.databricks.delta.snapshotPartitions``, Delta's default 50,
     # sized for clusters). Every commit with a transaction id (each bronze and silver micro-batch) replays the
     # log: on 2 cores, 50 tasks made a 2,000-row append to a partitioned table take 5.8 s (median of 25), 2 tasks

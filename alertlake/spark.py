@@ -45,9 +45,9 @@ def connector_jars(settings: Settings) -> list[Path]:
 
 
 def session_jars(settings: Settings) -> list[Path]:
-    """``spark.jars`` of a session: the connector jars, and AlertLake's plugin (:mod:`alertlake.spark_plugin`)
-    when it is wanted and built."""
-    plugin = spark_plugin.current(settings)
+    """``spark.jars`` of a session: the connector jars, and AlertLake's JVM classes (:mod:`alertlake.spark_plugin`)
+    when they are wanted and built."""
+    plugin = spark_plugin.current(settings) or spark_plugin.local_file_system(settings)
     return connector_jars(settings) + ([plugin] if plugin is not None else [])
 
 
@@ -108,6 +108,13 @@ def build_spark(settings: Settings, app_name: str = "alertlake", conf: dict[str,
         log.warning(
             "AlertLake's Spark plugin is not built (%s): Avro decoding runs several times slower; run `make install`",
             spark_plugin.jar_path(settings),
+        )
+    local_fs = spark_plugin.local_file_system(settings)
+    if local_fs is not None:
+        builder = (
+            builder.config("spark.driver.extraClassPath", str(local_fs))
+            .config("spark.hadoop.fs.file.impl", spark_plugin.LOCAL_FS_CLASS)
+            .config("spark.hadoop.fs.AbstractFileSystem.file.impl", spark_plugin.LOCAL_FS_CONTEXT_CLASS)
         )
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)

@@ -64,6 +64,7 @@ from alertlake.filters import load_filters  # noqa: E402
 from alertlake.kafka import delete_topics, ensure_topic, survey_topic  # noqa: E402
 from alertlake.settings import Settings  # noqa: E402
 from bench.memory import PeakSampler  # noqa: E402
+from jobs.pipeline import warm_up_topic  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "e2e.json"
 DECODE_RESULTS = REPO / "bench" / "results" / "decode.json"
@@ -435,7 +436,11 @@ def run(args: argparse.Namespace, mode: str, speed: dict[str, Any], bronze: str 
         except subprocess.TimeoutExpired:
             proc.kill()
 
-    delete_topics(settings, [survey_topic(settings, "ztf"), *topics])  # ~9 GB of alerts: do not keep them
+    # ~9 GB of alerts: do not keep them; nor the pipeline's warm-up topic (its copies of the sample alerts)
+    delete_topics(
+        settings,
+        [survey_topic(settings, "ztf"), *topics, *([warm_up_topic(settings, "ztf")] if mode == "pipeline" else [])],
+    )
     in_run, through = silver_throughput(work / "lake", send_start)
     lat = np.array(latencies) if latencies else np.array([np.nan])
     result: dict[str, Any] = {

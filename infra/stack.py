@@ -194,12 +194,12 @@ def install_spark_jars(s: Settings, update: bool = False) -> None:
 
 
 def install_spark_plugin(s: Settings) -> None:
-    """AlertLake's Spark plugin (alertlake/spark_plugin.py), compiled once per source and Spark version."""
+    """AlertLake's JVM classes (alertlake/spark_plugin.py), compiled once per source and Spark version."""
     from alertlake import spark_plugin
 
-    if not s.spark_task_conf_cache or spark_plugin.current(s) is not None:
+    if not spark_plugin.wanted(s) or spark_plugin.built(s) is not None:
         return
-    log(f"compiling AlertLake's Spark plugin ({spark_plugin.SOURCE.name})")
+    log(f"compiling AlertLake's JVM classes ({', '.join(source.name for source in spark_plugin.SOURCES)})")
     log(f"Spark plugin: {spark_plugin.build(s)}")
 
 
