@@ -281,6 +281,21 @@ def start_stream(
 CHECKPOINT_LOGS = ("offsets", "commits")
 
 
+def _checkpoint_logs(spark: SparkSession, location: str) -> tuple[Any, dict[str, list[Any]]]:
+    """The Hadoop FileSystem of checkpoint ``location`` and the files of each of its :data:`CHECKPOINT_LOGS`
+    (none for a folder not there yet)."""
+    jvm = spark._jvm
+    assert jvm is not None
+    hadoop_path = jvm.org.apache.hadoop.fs.Path
+    root = hadoop_path(location)
+    fs = root.getFileSystem(spark._jsparkSession.sessionState().newHadoopConf())
+    logs = {}
+    for log_dir in CHECKPOINT_LOGS:
+        folder = hadoop_path(root, log_dir)
+        logs[log_dir] = [status.getPath() for status in fs.listStatus(folder)] if fs.exists(folder) else []
+    return fs, logs
+
+
 def clear_unstarted_checkpoint(spark: SparkSession, location: str) -> list[str]:
     """Remove what a run killed while writing its first batch's offsets left in checkpoint ``location``;
     return the removed paths.
@@ -291,16 +306,8 @@ def clear_unstarted_checkpoint(spark: SparkSession, location: str) -> list[str]:
     offsets folder of a new query must be empty). Such files are removed only when neither log has a finished
     entry, so a checkpoint that has begun is never touched; anything else there is left for Spark to judge.
     The files are listed and deleted through Hadoop's FileSystem, so this works on ``s3a://`` as well."""
-    jvm = spark._jvm
-    assert jvm is not None
-    hadoop_path = jvm.org.apache.hadoop.fs.Path
-    root = hadoop_path(location)
-    fs = root.getFileSystem(spark._jsparkSession.sessionState().newHadoopConf())
-    files = []
-    for log_dir in CHECKPOINT_LOGS:
-        folder = hadoop_path(root, log_dir)
-        if fs.exists(folder):
-            files += [status.getPath() for status in fs.listStatus(folder)]
+    fs, logs = _checkpoint_logs(spark, location)
+    files = [path for paths in logs.values() for path in paths]
     if not files or not all(path.getName().startswith(".") and ".tmp" in path.getName() for path in files):
         return []
     for path in files:
@@ -313,16 +320,11 @@ def replayed_batch(spark: SparkSession, location: str) -> int | None:
     were logged and whose commit was not (a run stopped in the middle of it). None when there is none: a new
     checkpoint, or one whose last logged batch was committed, whose next batch has never been attempted.
     Listed through Hadoop's FileSystem, as :func:`clear_unstarted_checkpoint` does (``s3a://`` as well)."""
-    jvm = spark._jvm
-    assert jvm is not None
-    hadoop_path = jvm.org.apache.hadoop.fs.Path
-    root = hadoop_path(location)
-    fs = root.getFileSystem(spark._jsparkSession.sessionState().newHadoopConf())
-    last: dict[str, int] = {}
-    for log_dir in CHECKPOINT_LOGS:
-        folder = hadoop_path(root, log_dir)
-        names = [status.getPath().getName() for status in fs.listStatus(folder)] if fs.exists(folder) else []
-        last[log_dir] = max((int(n) for n in names if n.isdigit()), default=-1)
+    _, logs = _checkpoint_logs(spark, location)
+    last = {
+        log_dir: max((int(p.getName()) for p in paths if p.getName().isdigit()), default=-1)
+        for log_dir, paths in logs.items()
+    }
     return last["offsets"] if last["offsets"] > last["commits"] else None
 
 
